@@ -1,0 +1,140 @@
+"""The measurements: start each server in turn, check one answer, read RSS, then time it with wrk.
+
+Servers run one at a time, so no two compete for the CPU; each is stopped before the next starts.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import check, startup
+from bench.load import WrkOutputError, lua_script, run_wrk
+from bench.process import HarnessError, Server, free_port, running
+from bench.report import Measurement
+
+# Failures that make one row unmeasurable without stopping the run.
+ROW_ERRORS = (
+    HarnessError,
+    check.WrongAnswerError,
+    WrkOutputError,
+    OSError,
+    RuntimeError,
+    subprocess.TimeoutExpired,
+)
+IDLE_REQUESTS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Settings shared by every measurement of one harness run."""
+
+    wrk: str
+    workdir: Path
+    duration_s: float
+    warmup_s: float
+
+    def load(self, name: str, port: int, path: str, body: str, headers: Mapping[str, str]) -> Measurement:
+        """Warm up, then time `wrk -t2 -c8`; any non-2xx or socket error voids the figure."""
+        script = self.workdir / f"{name}.lua"
+        script.write_text(lua_script(body, headers))
+        url = f"http://127.0.0.1:{port}{path}"
+        run_wrk(self.wrk, url, script, self.warmup_s)
+        load = run_wrk(self.wrk, url, script, self.duration_s)
+        if load.bad_status or load.socket_errors:
+            return Measurement(
+                error=f"{load.bad_status} non-2xx responses and {load.socket_errors} socket errors "
+                f"in {load.requests} requests ({load.requests_per_s:,.0f} req/s)"
+            )
+        return Measurement(load.requests_per_s, load.p99_ms)
+
+
+def attempt(measure: Callable[[], Measurement]) -> Measurement:
+    """Run one measurement; a failure becomes the row's reason instead of ending the run."""
+    try:
+        return measure()
+    except ROW_ERRORS as exc:
+        return Measurement(error=f"{type(exc).__name__}: {exc}")
+
+
+def progress(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _rest(run: Run, name: str, port: int, headers: Mapping[str, str]) -> Measurement:
+    check.check_rest(*check.post(port, check.REST_PATH, check.REST_BODY, headers))
+    return run.load(name, port, check.REST_PATH, check.REST_BODY, headers)
+
+
+def _mcp(run: Run, name: str, port: int) -> Measurement:
+    check.check_mcp(*check.post(port, check.MCP_PATH, check.MCP_BODY, check.MCP_HEADERS))
+    return run.load(name, port, check.MCP_PATH, check.MCP_BODY, check.MCP_HEADERS)
+
+
+def measure_floor(run: Run) -> dict[str, Measurement]:
+    progress("floor: bare Starlette")
+    port = free_port()
+    with running("bench.floor", ["--port", str(port)], [port], run.workdir / "floor.log"):
+        headers = {"Content-Type": "application/json"}
+        return {"floor": attempt(lambda: _rest(run, "floor", port, headers))}
+
+
+def measure_mcp_floor(run: Run) -> dict[str, Measurement]:
+    progress("mcp floor: bare SDK server")
+    port = free_port()
+    with running("bench.mcp_floor", ["--port", str(port)], [port], run.workdir / "mcp_floor.log"):
+        return {"mcp_floor": attempt(lambda: _mcp(run, "mcp_floor", port))}
+
+
+def _idle_rss(server: Server, port: int, headers: Mapping[str, str]) -> Measurement:
+    for _ in range(IDLE_REQUESTS):
+        check.check_rest(*check.post(port, check.REST_PATH, check.REST_BODY, headers))
+    return Measurement(server.rss_mib())
+
+
+def measure_nexus(run: Run, *, full: bool) -> dict[str, Measurement]:
+    """Nexus defaults (REST, MCP, RSS) or the full pipeline (REST, RSS) from one server process."""
+    kind = "full" if full else "defaults"
+    progress(f"nexus {kind}")
+    state = run.workdir / f"nexus_{kind}"
+    state.mkdir()
+    api, mcp = free_port(), free_port()
+    args = [
+        "--api-port",
+        str(api),
+        "--mcp-port",
+        str(mcp),
+        "--state-dir",
+        str(state),
+        *(["--full"] if full else []),
+    ]
+    with running("bench.nexus_server", args, [api, mcp], run.workdir / f"nexus_{kind}.log") as server:
+        headers = {"Content-Type": "application/json"}
+        if full:
+            headers["Authorization"] = f"Bearer {(state / 'api_key').read_text().strip()}"
+        rows = {f"rss_{kind}": attempt(lambda: _idle_rss(server, api, headers))}
+        rows[f"nexus_{kind}"] = attempt(lambda: _rest(run, f"nexus_{kind}", api, headers))
+        if not full:
+            rows["nexus_mcp"] = attempt(lambda: _mcp(run, "nexus_mcp", mcp))
+        return rows
+
+
+def measure_nexus_safely(run: Run, *, full: bool) -> dict[str, Measurement]:
+    """As `measure_nexus`, but a server that never comes up fails its rows instead of the run."""
+    keys = ["nexus_full", "rss_full"] if full else ["nexus_defaults", "nexus_mcp", "rss_defaults"]
+    try:
+        return measure_nexus(run, full=full)
+    except ROW_ERRORS as exc:
+        failed = Measurement(error=f"the Nexus server did not serve: {exc}")
+        return dict.fromkeys(keys, failed)
+
+
+def measure_startup() -> dict[str, Measurement]:
+    progress("start-up times")
+    return {
+        "import_nexus": attempt(lambda: Measurement(startup.median_wall_s(startup.import_command()))),
+        "nexus_help": attempt(lambda: Measurement(startup.median_wall_s(startup.help_command()))),
+    }

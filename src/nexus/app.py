@@ -1,0 +1,338 @@
+"""The composition root: settings -> backends -> pipeline -> channels. The only module that sees all.
+
+`Nexus` is wiring: it keeps settings and registrations, builds the running parts at start and
+serves the API and MCP ports from one event loop. Features live in core, backends and channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from nexus.core.catalog import Catalog, Registration
+from nexus.core.identity import IssuedKey
+from nexus.core.types import ApiKey, AuditRecord
+from nexus.errors import ConfigurationError
+from nexus.settings import (
+    ApiSettings,
+    AuthSettings,
+    McpSettings,
+    MonitoringSettings,
+    Options,
+    Settings,
+    check_options,
+)
+from nexus.workflow import Workflow
+
+if TYPE_CHECKING:
+    from nexus.assembly import Assembly
+
+_PUBLIC = frozenset({"auth", "monitoring", "api", "mcp"})
+
+
+class Nexus:
+    """A workflow platform: register workflows, then serve them over REST, CLI and MCP."""
+
+    auth: AuthSettings
+    monitoring: MonitoringSettings
+    api: ApiSettings
+    mcp: McpSettings
+    _options: Options
+    _settings: Settings
+    _catalog: Catalog
+    _server: Any
+    _serving: bool
+    _assembly: Assembly | None
+
+    def __init__(
+        self,
+        *,
+        api_port: int = 8000,
+        mcp_port: int = 3000,
+        host: str = "127.0.0.1",
+        enable_auth: bool = False,
+        enable_monitoring: bool = True,
+        rate_limit: int | None = None,
+        state_url: str = "sqlite:///./nexus.db",
+        redis_url: str | None = None,
+        title: str = "Nexus",
+    ) -> None:
+        options = Options(
+            api_port, mcp_port, host, enable_auth, enable_monitoring, rate_limit, state_url, redis_url, title
+        )
+        check_options(options)
+        settings = Settings()
+        object.__setattr__(self, "_options", options)
+        object.__setattr__(self, "_settings", settings)
+        object.__setattr__(self, "_catalog", Catalog())
+        object.__setattr__(self, "_server", None)
+        object.__setattr__(self, "_serving", False)
+        object.__setattr__(self, "_assembly", None)
+        for section in settings.sections():
+            object.__setattr__(self, section.section, section)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            f"Nexus has no attribute {name!r} to set; configure through the constructor or the sections "
+            f"{', '.join(sorted(_PUBLIC))} (for example app.auth.api_key_cache_seconds = 1)."
+        )
+
+    @property
+    def options(self) -> Options:
+        return self._options
+
+    def register(
+        self, name: str, workflow: Workflow, *, description: str | None = None, tags: Iterable[str] = ()
+    ) -> Registration:
+        """Serve `workflow` as `name` on every channel."""
+        catalog: Catalog = self._catalog
+        return catalog.register(name, workflow, description=description, tags=tags)
+
+    def register_workflow(
+        self, name: str, workflow: Workflow, *, description: str | None = None, tags: Iterable[str] = ()
+    ) -> Registration:
+        """The source document's name for `register`."""
+        return self.register(name, workflow, description=description, tags=tags)
+
+    # -- serving ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Serve the API and MCP ports until interrupted (Ctrl-C stops cleanly)."""
+        sockets = self._bind()
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(self._serve(sockets, lambda: None))
+
+    def start_in_thread(self, *, timeout_s: float = 30.0) -> RunningNexus:
+        """Serve from a background thread; returns once both ports answer. For tests and embedding."""
+        sockets = self._bind()
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                    runner.run(self._serve(sockets, ready.set))
+            except BaseException as exc:  # noqa: BLE001  # handed to the starting thread, which raises it
+                failure.append(exc)
+                ready.set()
+
+        thread = threading.Thread(target=run, name="nexus-server", daemon=True)
+        thread.start()
+        if not ready.wait(timeout_s):
+            self._request_stop()
+            raise ConfigurationError(f"The server did not start within {timeout_s} s.")
+        if failure:
+            raise failure[0]
+        return RunningNexus(self, thread, self.options.host, *_ports(sockets))
+
+    @contextlib.asynccontextmanager
+    async def serving(self) -> AsyncIterator[RunningNexus]:
+        """Serve on the current event loop for the duration of the block."""
+        sockets = self._bind()
+        ready = asyncio.Event()
+        task = asyncio.create_task(self._serve(sockets, ready.set))
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if task.done():
+            task.result()
+        try:
+            yield RunningNexus(self, None, self.options.host, *_ports(sockets))
+        finally:
+            self._request_stop()
+            await task
+
+    def _bind(self) -> list[socket.socket]:
+        if self._serving:
+            raise ConfigurationError("This app is already serving.")
+        for section in self._settings.sections():
+            section.freeze()
+        opts = self.options
+        try:
+            sockets = [_listen(opts.host, opts.api_port), _listen(opts.host, opts.mcp_port)]
+        except OSError as exc:
+            for section in self._settings.sections():
+                section.thaw()
+            raise ConfigurationError(f"Cannot listen on {opts.host}: {exc.strerror}.") from exc
+        object.__setattr__(self, "_serving", True)
+        return sockets
+
+    async def _serve(self, sockets: list[socket.socket], on_ready: Callable[[], object]) -> None:
+        import uvicorn
+
+        from nexus.assembly import assemble
+
+        try:
+            assembly = await assemble(self.options, self._settings, self._catalog)
+        except BaseException:
+            self._unbind(sockets)
+            raise
+        try:
+            ports = dict(zip(_ports(sockets), assembly.apps, strict=True))
+            config = uvicorn.Config(
+                _PortDispatch(ports),
+                lifespan="off",
+                log_level="warning",
+                access_log=False,
+                server_header=False,
+                http="httptools",
+                ws="none",
+            )
+            config.load()
+            server = uvicorn.Server(config)
+            server.lifespan = config.lifespan_class(config)
+            object.__setattr__(self, "_server", server)
+            object.__setattr__(self, "_assembly", assembly)
+            async with assembly.channels_running():
+                with server.capture_signals():
+                    # uvicorn's serve() split open, so readiness is signalled, not polled for.
+                    await server.startup(sockets=sockets)
+                    if not server.should_exit:
+                        on_ready()
+                        await server.main_loop()
+                    if server.started:
+                        await server.shutdown(sockets=sockets)
+        finally:
+            object.__setattr__(self, "_server", None)
+            object.__setattr__(self, "_assembly", None)
+            await assembly.close()
+            self._unbind(sockets)
+
+    def _unbind(self, sockets: list[socket.socket]) -> None:
+        for sock in sockets:
+            sock.close()
+        for section in self._settings.sections():
+            section.thaw()
+        object.__setattr__(self, "_serving", False)
+
+    def serve_mcp_stdio(self) -> None:
+        """Serve MCP over standard input and output (`nexus mcp MODULE:APP`)."""
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(self._serve_stdio())
+
+    async def _serve_stdio(self) -> None:
+        for section in self._settings.sections():
+            section.freeze()
+        try:
+            from nexus.assembly import assemble
+
+            assembly = await assemble(self.options, self._settings, self._catalog)
+            try:
+                if assembly.mcp is None:
+                    raise ConfigurationError("The MCP channel is not available.")
+                await assembly.mcp.serve_stdio()
+            finally:
+                await assembly.close()
+        finally:
+            for section in self._settings.sections():
+                section.thaw()
+
+    def _request_stop(self) -> None:
+        server = self._server
+        if server is not None:
+            server.should_exit = True
+
+    # -- API keys ----------------------------------------------------------------------------------
+
+    async def create_api_key(self, name: str, *, roles: Iterable[str] = ()) -> IssuedKey:
+        """Create a key; the plaintext in the result is shown once and never stored."""
+        async with self._admin() as admin:
+            return await admin.create_api_key(name, roles=roles)
+
+    async def list_api_keys(self) -> list[ApiKey]:
+        async with self._admin() as admin:
+            return await admin.list_api_keys()
+
+    async def revoke_api_key(self, key_id: str) -> bool:
+        async with self._admin() as admin:
+            return await admin.revoke_api_key(key_id)
+
+    async def audit_log(
+        self, *, workflow: str | None = None, principal_id: str | None = None, limit: int = 100
+    ) -> list[AuditRecord]:
+        """The newest audit records first, optionally for one workflow or principal."""
+        async with self._admin() as admin:
+            return list(
+                await admin.state.audit.query(workflow=workflow, principal_id=principal_id, limit=limit)
+            )
+
+    @contextlib.asynccontextmanager
+    async def _admin(self) -> AsyncIterator[Assembly]:
+        live = self._assembly
+        if live is not None and live.loop is asyncio.get_running_loop():
+            yield live
+            return
+        from nexus.assembly import assemble
+
+        assembly = await assemble(self.options, self._settings, self._catalog, serving=False)
+        try:
+            yield assembly
+        finally:
+            await assembly.close()
+        if live is not None:
+            live.forget_keys()
+
+
+class RunningNexus:
+    """A serving app: where it listens, and how to stop it."""
+
+    def __init__(
+        self, app: Nexus, thread: threading.Thread | None, host: str, api_port: int, mcp_port: int
+    ) -> None:
+        self.app = app
+        self._thread = thread
+        self.api_url = f"http://{host}:{api_port}"
+        self.mcp_url = f"http://{host}:{mcp_port}{app.mcp.path}"
+        self.api_port = api_port
+        self.mcp_port = mcp_port
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        self.app._request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+
+class _PortDispatch:
+    """One ASGI server, several listening ports: route each connection by the port it arrived on."""
+
+    def __init__(self, apps: dict[int, Any]) -> None:
+        self._apps = apps
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        server = scope.get("server")
+        app = self._apps.get(server[1]) if server else None
+        if app is None:
+            raise RuntimeError("connection on a port with no app")
+        await app(scope, receive, send)
+
+
+def _ports(sockets: list[socket.socket]) -> tuple[int, int]:
+    """The (api, mcp) ports actually bound (port 0 asks the OS for a free one)."""
+    api, mcp = (sock.getsockname()[1] for sock in sockets)
+    return api, mcp
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        return None
+    return uvloop.new_event_loop

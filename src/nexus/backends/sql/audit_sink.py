@@ -1,0 +1,209 @@
+"""`AuditSink` on the SQL state database, with group commit.
+
+Concurrent `record` calls queue their records; one writer task commits everything queued in a single
+transaction and then wakes every caller, so a busy node pays one fsync per batch, not per call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from nexus.backends.sql.engine import STORE_ERRORS, reading, unavailable
+from nexus.backends.sql.schema import audit_records, require_aware
+from nexus.core.types import Action, AuditRecord, Channel, Outcome
+from nexus.errors import DependencyUnavailableError
+
+DEFAULT_MAX_BATCH: Final = 512
+_NOT_RECORDED: Final = "The audit trail is unavailable; the call was not recorded."
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSinkStats:
+    """Counts since the sink was created; `batches_committed < records_committed` shows grouping."""
+
+    records_committed: int = 0
+    batches_committed: int = 0
+    batches_failed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    row: dict[str, Any]
+    done: asyncio.Future[None]
+
+
+class SqlAuditSink:
+    """Durable audit trail; `record` returns once the transaction holding the record has committed.
+
+    The writer task starts on the event loop of the first `record` (or `start`) and stays bound to it.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._engine = engine
+        self._max_batch = max_batch
+        self._queue: deque[_Pending] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+        self._stats = AuditSinkStats()
+
+    @property
+    def stats(self) -> AuditSinkStats:
+        return self._stats
+
+    async def start(self) -> None:
+        """Start the writer on the running loop now rather than at the first record."""
+        self._writer_wakeup()
+
+    async def record(self, record: AuditRecord) -> None:
+        """Queue `record` and wait until the batch holding it is committed.
+
+        Raises:
+            DependencyUnavailableError: the batch could not be committed, or the sink is closed.
+        """
+        if self._closed:
+            raise DependencyUnavailableError("The audit trail is closed; the call was not recorded.")
+        row = _to_row(record)
+        wakeup = self._writer_wakeup()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(row, done))
+        wakeup.set()
+        await done
+
+    async def query(
+        self, *, workflow: str | None = None, principal_id: str | None = None, limit: int = 100
+    ) -> Sequence[AuditRecord]:
+        """Newest first."""
+        if limit < 0:
+            raise ValueError("limit must not be negative")
+        statement = select(audit_records).order_by(audit_records.c.time.desc(), audit_records.c.id.desc())
+        if workflow is not None:
+            statement = statement.where(audit_records.c.workflow == workflow)
+        if principal_id is not None:
+            statement = statement.where(audit_records.c.principal_id == principal_id)
+        async with reading(self._engine) as connection:
+            rows = (await connection.execute(statement.limit(limit))).mappings().all()
+        return [_to_record(row) for row in rows]
+
+    async def close(self) -> None:
+        """Commit what is pending, then stop the writer; later `record` calls raise."""
+        self._closed = True
+        if self._writer is None or self._wakeup is None or self._writer.done():
+            return
+        self._wakeup.set()
+        await asyncio.shield(self._writer)
+
+    def _writer_wakeup(self) -> asyncio.Event:
+        loop = asyncio.get_running_loop()
+        if self._writer is None or self._wakeup is None or self._writer.done():
+            # A writer that ended on a bug or a cancellation is replaced; records keep flowing.
+            self._wakeup = asyncio.Event()
+            self._writer = loop.create_task(self._write_until_closed(self._wakeup), name="nexus-audit-writer")
+        elif self._writer.get_loop() is not loop:
+            raise RuntimeError("SqlAuditSink is bound to the event loop that first used it")
+        return self._wakeup
+
+    async def _write_until_closed(self, wakeup: asyncio.Event) -> None:
+        try:
+            while True:
+                await wakeup.wait()
+                wakeup.clear()
+                while self._queue:
+                    await self._commit(self._take_batch())
+                if self._closed:
+                    return
+        finally:
+            # Reached early only when the task is cancelled or hits a bug: no caller may wait forever.
+            for pending in self._take_batch(len(self._queue)):
+                _settle(pending, DependencyUnavailableError(_NOT_RECORDED))
+
+    def _take_batch(self, size: int | None = None) -> list[_Pending]:
+        count = min(len(self._queue), self._max_batch if size is None else size)
+        return [self._queue.popleft() for _ in range(count)]
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        try:
+            async with self._engine.begin() as connection:
+                await connection.execute(audit_records.insert(), [pending.row for pending in batch])
+        except STORE_ERRORS as exc:
+            # Every waiter learns its record is not durable; the writer lives on for later batches.
+            _log.exception("audit batch of %d records failed to commit", len(batch))
+            self._stats = _add_to_stats(self._stats, failed=1)
+            _fail_all(batch, exc)
+            return
+        except BaseException as exc:
+            # A bug or a cancellation ends the writer, but the callers of this batch must not wait forever.
+            _fail_all(batch, exc)
+            raise
+        self._stats = _add_to_stats(self._stats, committed=1, records=len(batch))
+        for pending in batch:
+            _settle(pending, None)
+
+
+def _fail_all(batch: list[_Pending], cause: BaseException) -> None:
+    for pending in batch:
+        _settle(pending, unavailable(_NOT_RECORDED, cause))
+
+
+def _settle(pending: _Pending, error: BaseException | None) -> None:
+    # A caller that was cancelled has a done future; its record is still committed, or not, with the rest.
+    if pending.done.done():
+        return
+    if error is None:
+        pending.done.set_result(None)
+    else:
+        pending.done.set_exception(error)
+
+
+def _add_to_stats(
+    stats: AuditSinkStats, *, committed: int = 0, records: int = 0, failed: int = 0
+) -> AuditSinkStats:
+    return AuditSinkStats(
+        records_committed=stats.records_committed + records,
+        batches_committed=stats.batches_committed + committed,
+        batches_failed=stats.batches_failed + failed,
+    )
+
+
+def _to_row(record: AuditRecord) -> dict[str, Any]:
+    return {
+        "time": require_aware(record.time, "AuditRecord.time"),
+        "request_id": record.request_id,
+        "channel": record.channel.value,
+        "principal_id": record.principal_id,
+        "workflow": record.workflow,
+        "action": record.action.value,
+        "outcome": record.outcome.value,
+        "error_code": record.error_code,
+        "duration_ms": record.duration_ms,
+        "client_addr": record.client_addr,
+        "reason": record.reason,
+    }
+
+
+def _to_record(row: Any) -> AuditRecord:
+    return AuditRecord(
+        time=row["time"],
+        request_id=row["request_id"],
+        channel=Channel(row["channel"]),
+        principal_id=row["principal_id"],
+        workflow=row["workflow"],
+        action=Action(row["action"]),
+        outcome=Outcome(row["outcome"]),
+        error_code=row["error_code"],
+        duration_ms=row["duration_ms"],
+        client_addr=row["client_addr"],
+        reason=row["reason"],
+    )

@@ -1,0 +1,61 @@
+"""Brings a state database to the newest schema with the Alembic scripts shipped in `migrations/`.
+
+Idempotent, and safe when several processes start at once: PostgreSQL serializes them with an
+advisory lock, SQLite with a write-locking BEGIN.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Final
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from nexus.backends.sql.engine import SQLITE_WRITE_LOCK
+
+SCRIPT_LOCATION: Final = Path(__file__).with_name("migrations")
+
+# Any fixed 63-bit number works; deriving it from a name keeps it recognisable in pg_locks.
+_PG_LOCK_KEY: Final = zlib.crc32(b"nexus.backends.sql.migration")
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """An Alembic config pointing at the shipped scripts, optionally bound to `connection`."""
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPT_LOCATION))
+    config.set_main_option("path_separator", "os")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _upgrade_on(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Held until this transaction commits: a second process waits, then finds the schema at head.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+    if current_revision(connection) == head_revision():
+        return
+    command.upgrade(alembic_config(connection), "head")
+
+
+async def upgrade(engine: AsyncEngine) -> None:
+    """Apply every pending revision in one transaction."""
+    async with engine.connect() as connection:
+        await connection.execution_options(**SQLITE_WRITE_LOCK)
+        async with connection.begin():
+            await connection.run_sync(_upgrade_on)

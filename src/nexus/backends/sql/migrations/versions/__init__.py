@@ -1,0 +1,1 @@
+"""Revisions of the state store schema, oldest first by `down_revision`."""

@@ -1,0 +1,76 @@
+"""The state store's tables as SQLAlchemy Core, and the UTC datetime column type.
+
+Migrations under `migrations/versions` create exactly these tables; a unit test compares the two.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Column, DateTime, Float, Index, Integer, MetaData, Table, Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+
+def require_aware(value: datetime, what: str) -> datetime:
+    """Return `value` in UTC; a naive datetime is ambiguous and rejected."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be a timezone-aware datetime")
+    return value.astimezone(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes in and out; SQLite stores them as naive UTC text."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        utc = require_aware(value, "a stored time")
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: Any | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime column value, got {type(value).__name__}")
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("secret_hash", Text, nullable=False),
+    Column("roles", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+audit_records = Table(
+    "audit_records",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("time", UtcDateTime, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("channel", Text, nullable=False),
+    Column("principal_id", Text, nullable=False),
+    Column("workflow", Text, nullable=False),
+    Column("action", Text, nullable=False),
+    Column("outcome", Text, nullable=False),
+    Column("error_code", Text, nullable=True),
+    Column("duration_ms", Float, nullable=False),
+    Column("client_addr", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("ix_audit_records_time", "time"),
+    Index("ix_audit_records_workflow", "workflow"),
+    Index("ix_audit_records_principal_id", "principal_id"),
+    # AUTOINCREMENT keeps ids increasing after deletes, so id breaks ties in time order.
+    sqlite_autoincrement=True,
+)

@@ -1,0 +1,89 @@
+"""The SQL state store: one engine, migrated at open, exposing the `KeyStore` and `AuditSink` ports.
+
+`open_state(url)` is the only way in; SQLite (the default file) and PostgreSQL are chosen by URL.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from alembic.util import CommandError
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from nexus.backends.sql.audit_sink import DEFAULT_MAX_BATCH, SqlAuditSink
+from nexus.backends.sql.engine import (
+    DEFAULT_STATE_URL,
+    STORE_ERRORS,
+    create_state_engine,
+    describe_failure,
+    normalize_url,
+    reading,
+    safe_url,
+    unavailable,
+)
+from nexus.backends.sql.key_store import SqlKeyStore
+from nexus.backends.sql.migration import upgrade
+from nexus.errors import ConfigurationError
+
+
+class SqlState:
+    """The opened state database; `keys` and `audit` share its engine. Close it once, at shutdown."""
+
+    def __init__(self, engine: AsyncEngine, *, audit_max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        self.engine = engine
+        self.keys = SqlKeyStore(engine)
+        self.audit = SqlAuditSink(engine, max_batch=audit_max_batch)
+
+    @property
+    def url(self) -> str:
+        """The database URL with the password masked."""
+        return safe_url(self.engine.url)
+
+    async def ping(self) -> None:
+        """Round-trip to the database; raises `DependencyUnavailableError` when it cannot."""
+        async with reading(self.engine) as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        """Commit pending audit records, then release every connection."""
+        try:
+            await self.audit.close()
+        finally:
+            await self.engine.dispose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+async def open_state(url: str = DEFAULT_STATE_URL, *, audit_max_batch: int = DEFAULT_MAX_BATCH) -> SqlState:
+    """Connect to `url`, apply pending migrations and return the store.
+
+    Raises:
+        ConfigurationError: the URL is not a supported database, or its schema is newer than this code.
+        DependencyUnavailableError: the database cannot be reached or opened.
+    """
+    parsed = normalize_url(url)
+    engine = create_state_engine(parsed)
+    try:
+        await upgrade(engine)
+    except CommandError as exc:
+        await engine.dispose()
+        raise ConfigurationError(
+            f"The state database {safe_url(parsed)} has a schema this version of Nexus does not know."
+        ) from exc
+    except STORE_ERRORS as exc:
+        await engine.dispose()
+        # Start-up message for the operator: the URL helps, and render_as_string masks the password.
+        message = f"Cannot open the state database {safe_url(parsed)}: {describe_failure(exc)}"
+        raise unavailable(message, exc) from exc
+    except BaseException:
+        await engine.dispose()
+        raise
+    return SqlState(engine, audit_max_batch=audit_max_batch)

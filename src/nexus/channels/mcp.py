@@ -1,0 +1,332 @@
+"""The MCP channel: one tool per workflow over streamable HTTP (stateless, JSON) and stdio.
+
+Parses MCP requests into `Invocation`s, calls the pipeline and renders its answers as MCP results or
+JSON-RPC errors; with auth on, HTTP callers without a valid credential are refused before JSON-RPC.
+Built on the official `mcp` SDK's low-level server. Never imports backends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import mcp_types as types
+from mcp import MCPError
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import Server
+from mcp.server.stdio import stdio_server
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, TransportSecuritySettings
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from nexus.channels import codec
+from nexus.channels.http import PROBLEM, credential_from, problem_response, request_id_from
+from nexus.core.pipeline import ALL_WORKFLOWS, Pipeline, new_request_id
+from nexus.core.types import Channel, Credential, Invocation, WorkflowInfo
+from nexus.errors import AuthenticationError, InvalidInputError, NexusError, PayloadTooLargeError
+from nexus.settings import McpSettings
+
+log = logging.getLogger("nexus.channels.mcp")
+
+CREDENTIAL_ENV = "NEXUS_TOKEN"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    """Who sent the MCP request being handled, as the transport saw it."""
+
+    request_id: str
+    credential: Credential | None
+    client_addr: str
+
+
+def _tool(info: WorkflowInfo) -> types.Tool:
+    return types.Tool(
+        name=info.name, description=info.description, input_schema=codec.as_plain(info.input_schema)
+    )
+
+
+def _plain_text(document: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """Encode once: the plain JSON value for structuredContent and the same as text."""
+    raw = codec.dumps(document)
+    return codec.loads_object(raw, what="The result"), raw.decode()
+
+
+def _problem(error: NexusError, request_id: str) -> dict[str, Any]:
+    problem = error.to_problem()
+    problem["request_id"] = request_id
+    return problem
+
+
+def tool_error(error: NexusError, request_id: str) -> types.CallToolResult:
+    """A failure the model should see: isError with the problem document (code, retry_after, node_id)."""
+    structured, text = _plain_text(_problem(error, request_id))
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=text)], structured_content=structured, is_error=True
+    )
+
+
+def rpc_error(error: NexusError, request_id: str) -> MCPError:
+    """A failure of the request itself: JSON-RPC invalid params, or an opaque internal error."""
+    if error.mcp == "invalid_params":
+        return MCPError(code=types.INVALID_PARAMS, message=error.message, data=_problem(error, request_id))
+    if error.mcp == "internal_error":
+        return internal_error(request_id)
+    # Failures of requests that have no tool result (tools/list): a client error or a server one.
+    code = types.INVALID_REQUEST if error.http_status < 500 else types.INTERNAL_ERROR
+    return MCPError(code=code, message=error.message, data=_problem(error, request_id))
+
+
+def internal_error(request_id: str) -> MCPError:
+    message = f"Internal error; request id {request_id}."
+    return MCPError(code=types.INTERNAL_ERROR, message=message, data={"request_id": request_id})
+
+
+class McpChannel:
+    """The MCP server of one app: `asgi_app` for the MCP port, `running()` around serving it."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        settings: McpSettings,
+        *,
+        auth_enabled: bool,
+        version: str,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self._pipeline = pipeline
+        self._path = settings.path
+        self._auth_enabled = auth_enabled
+        self._tools: dict[str, tuple[WorkflowInfo, types.Tool]] = {}
+        self._manager: StreamableHTTPSessionManager | None = None
+        self._local_credential: Credential | None = None
+        # On a loopback host, check Host/Origin as the SDK does, so a web page cannot reach the
+        # server through DNS rebinding; on other hosts the operator's proxy owns that.
+        self._security = (
+            TransportSecuritySettings(
+                enable_dns_rebinding_protection=True,
+                allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*"],
+                allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+            )
+            if host in _LOOPBACK
+            else None
+        )
+        self.server: Server[Any] = Server(
+            settings.server_name,
+            version=version,
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            # Our schemas declare no Mcp-Param headers; without this the SDK would run tools/list
+            # (an audited pipeline call) before every tools/call just to find that out.
+            get_tool_input_schema=_no_header_schema,
+        )
+
+    # -- serving -----------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the SDK's session manager; `asgi_app` answers 503 outside this block."""
+        manager = StreamableHTTPSessionManager(
+            app=self.server,
+            json_response=True,
+            stateless=True,
+            security_settings=self._security,
+            max_request_body_size=DEFAULT_MAX_REQUEST_BODY_SIZE,
+        )
+        async with manager.run():
+            self._manager = manager
+            try:
+                yield
+            finally:
+                self._manager = None
+
+    async def serve_stdio(self) -> None:
+        """Serve one MCP client over stdin/stdout until it disconnects.
+
+        Raises:
+            AuthenticationError: auth is on and `NEXUS_TOKEN` is missing or not a valid key.
+        """
+        token = os.environ.get(CREDENTIAL_ENV, "").strip()
+        credential = Credential(scheme="bearer", secret=token) if token else None
+        if self._auth_enabled:
+            # Refuse before serving, as the HTTP transport does; each call is still checked again.
+            probe = Invocation(new_request_id(), Channel.MCP, ALL_WORKFLOWS, {}, credential=credential)
+            await self._pipeline.authenticate(probe)
+        self._local_credential = credential
+        async with stdio_server() as (read_stream, write_stream):
+            await self.server.run(read_stream, write_stream, self.server.create_initialization_options())
+
+    async def asgi_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI app of the MCP port: streamable HTTP at the configured path, 404 elsewhere."""
+        if scope["type"] != "http":
+            return
+        if scope["path"] != self._path:
+            await Response(status_code=404)(scope, receive, send)
+            return
+        manager = self._manager
+        if manager is None:
+            await Response(status_code=503, headers={"retry-after": "1"})(scope, receive, send)
+            return
+        if self._auth_enabled:
+            admitted = await self._admit(scope, receive, send)
+            if admitted is None:
+                return
+            receive = admitted
+        await manager.handle_request(scope, receive, send)
+
+    # -- transport authentication ----------------------------------------------------------------
+
+    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
+        """Authenticate at transport; the replaying `receive` on success, None once refused."""
+        headers = Headers(scope=scope)
+        request_id = request_id_from(headers)
+        credential = credential_from(headers)
+        try:
+            body = await _read_body(receive, DEFAULT_MAX_REQUEST_BODY_SIZE)
+            invocation = Invocation(
+                request_id=request_id,
+                channel=Channel.MCP,
+                workflow=_called_tool(body),
+                inputs={},
+                credential=credential,
+                client_addr=_client_addr(scope),
+            )
+            await self._pipeline.authenticate(invocation)
+        except AuthenticationError as error:
+            await _unauthorized(error, request_id, credential is not None)(scope, receive, send)
+            return None
+        except NexusError as error:
+            await problem_response(error, request_id, self._path)(scope, receive, send)
+            return None
+        return _replay(body, receive)
+
+    # -- handlers ------------------------------------------------------------------------------------
+
+    def _caller(self, ctx: ServerRequestContext[Any, Any]) -> _Caller:
+        request = ctx.request
+        if isinstance(request, Request):
+            client = request.client
+            return _Caller(
+                request_id=request_id_from(request.headers),
+                credential=credential_from(request.headers),
+                client_addr=client.host if client else "",
+            )
+        return _Caller(request_id=new_request_id(), credential=self._local_credential, client_addr="")
+
+    async def _list_tools(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        caller = self._caller(ctx)
+        invocation = Invocation(
+            caller.request_id, Channel.MCP, ALL_WORKFLOWS, {}, caller.credential, caller.client_addr
+        )
+        try:
+            infos = await self._pipeline.list_workflows(invocation)
+        except NexusError as error:
+            raise rpc_error(error, caller.request_id) from None
+        return types.ListToolsResult(tools=[self._tool_for(info) for info in infos])
+
+    def _tool_for(self, info: WorkflowInfo) -> types.Tool:
+        cached = self._tools.get(info.name)
+        if cached is not None and cached[0] is info:
+            return cached[1]
+        tool = _tool(info)
+        self._tools[info.name] = (info, tool)
+        return tool
+
+    async def _call_tool(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        caller = self._caller(ctx)
+        invocation = Invocation(
+            request_id=caller.request_id,
+            channel=Channel.MCP,
+            workflow=params.name,
+            inputs=params.arguments or {},
+            credential=caller.credential,
+            client_addr=caller.client_addr,
+        )
+        try:
+            result = await self._pipeline.execute(invocation)
+            structured, text = _plain_text(codec.result_document(result))
+        except NexusError as error:
+            if error.mcp in ("invalid_params", "internal_error"):
+                raise rpc_error(error, caller.request_id) from None
+            return tool_error(error, caller.request_id)
+        except Exception:
+            # Only rendering can get here (the pipeline maps its own surprises); stay opaque.
+            log.exception("cannot render the result", extra={"request_id": caller.request_id})
+            raise internal_error(caller.request_id) from None
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=text)], structured_content=structured
+        )
+
+
+def _no_header_schema(name: str) -> Mapping[str, Any] | None:
+    return None
+
+
+def _client_addr(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
+def _called_tool(body: bytes) -> str:
+    """The tool a tools/call body names (so a refusal is audited against it), else "*"."""
+    try:
+        message = codec.loads_object(body, what="The body")
+    except InvalidInputError:
+        return ALL_WORKFLOWS
+    params = message.get("params")
+    if message.get("method") == "tools/call" and isinstance(params, dict):
+        name = params.get("name")
+        if isinstance(name, str) and name:
+            return name
+    return ALL_WORKFLOWS
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"The request body is larger than {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the inner app the body already read, then the real channel."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replayed
+
+
+def _unauthorized(error: NexusError, request_id: str, had_credential: bool) -> Response:
+    problem = _problem(error, request_id)
+    reason = "invalid_token" if had_credential else "invalid_request"
+    headers = {
+        "www-authenticate": f'Bearer realm="nexus", error="{reason}"',
+        "x-request-id": request_id,
+    }
+    return Response(codec.dumps(problem), status_code=401, media_type=PROBLEM, headers=headers)

@@ -1,0 +1,71 @@
+"""The registered workflows: names, metadata and the immutable graphs behind them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from nexus.core.types import WorkflowInfo
+from nexus.errors import ConfigurationError, WorkflowNotFoundError
+from nexus.workflow import Workflow
+
+# One name is a URL segment, a CLI argument and an MCP tool name at once; this fits all three.
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A workflow as registered: the graph and what callers may learn about it."""
+
+    workflow: Workflow
+    info: WorkflowInfo
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+
+class Catalog:
+    """Name -> registration; registration may happen before or while serving."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Registration] = {}
+
+    def register(
+        self, name: str, workflow: Workflow, *, description: str | None = None, tags: Iterable[str] = ()
+    ) -> Registration:
+        if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+            raise ConfigurationError(
+                f"Invalid workflow name {name!r}: use a letter, then up to 63 letters, digits, '_' or '-'."
+            )
+        if not isinstance(workflow, Workflow):
+            raise ConfigurationError(
+                f"register({name!r}, ...) needs a built Workflow (call WorkflowBuilder.build()), "
+                f"got {type(workflow).__name__}."
+            )
+        tag_tuple = tuple(dict.fromkeys(tags))
+        bad = [t for t in tag_tuple if not isinstance(t, str) or _TAG.fullmatch(t) is None]
+        if bad:
+            raise ConfigurationError(f"Invalid tag(s) {bad!r} for workflow {name!r}.")
+        if name in self._entries:
+            raise ConfigurationError(f"A workflow named {name!r} is already registered.")
+        info = WorkflowInfo(
+            name=name, description=description, tags=tag_tuple, input_schema=workflow.input_schema
+        )
+        entry = Registration(workflow=workflow, info=info)
+        self._entries[name] = entry
+        return entry
+
+    def get(self, name: str) -> Registration:
+        entry = self._entries.get(name)
+        if entry is None:
+            raise WorkflowNotFoundError(f"No workflow named {name[:64]!r}.")
+        return entry
+
+    def has(self, name: str) -> bool:
+        return name in self._entries
+
+    def all(self) -> list[Registration]:
+        return sorted(self._entries.values(), key=lambda e: e.name)

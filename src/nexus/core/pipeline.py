@@ -1,0 +1,188 @@
+"""The one pipeline every call from every channel passes through, in a fixed order.
+
+identify -> authorize -> rate limit -> operation (execute, list, describe), and always audit and
+metrics, denials and failures included. Channels build an `Invocation` and render what comes back.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from nexus.core.audit import Auditor
+from nexus.core.authorization import Authorizer
+from nexus.core.catalog import Catalog, Registration
+from nexus.core.identity import Authenticator
+from nexus.core.ports import Clock, Meter
+from nexus.core.ratelimit import Limiter
+from nexus.core.types import Action, Decision, Invocation, Outcome, Result, WorkflowInfo
+from nexus.errors import (
+    AuthenticationError,
+    DeadlineExceededError,
+    DependencyUnavailableError,
+    ForbiddenError,
+    InternalError,
+    InvalidInputError,
+    NexusError,
+    RateLimitedError,
+    WorkflowFailedError,
+    WorkflowNotFoundError,
+)
+from nexus.workflow import AsyncLocalRuntime
+
+T = TypeVar("T")
+log = logging.getLogger("nexus.pipeline")
+
+ALL_WORKFLOWS = "*"
+# Names nobody registered never become metric labels: callers could otherwise mint series at will.
+UNKNOWN_WORKFLOW = "_unknown"
+
+_OUTCOMES: tuple[tuple[type[NexusError], Outcome], ...] = (
+    (InvalidInputError, Outcome.INVALID_INPUT),
+    (WorkflowNotFoundError, Outcome.NOT_FOUND),
+    (AuthenticationError, Outcome.UNAUTHENTICATED),
+    (ForbiddenError, Outcome.FORBIDDEN),
+    (RateLimitedError, Outcome.RATE_LIMITED),
+    (WorkflowFailedError, Outcome.FAILED),
+    (DependencyUnavailableError, Outcome.UNAVAILABLE),
+    (DeadlineExceededError, Outcome.UNAVAILABLE),
+)
+
+
+def outcome_of(error: NexusError) -> Outcome:
+    for kind, outcome in _OUTCOMES:
+        if isinstance(error, kind):
+            return outcome
+    return Outcome.ERROR
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class _Trail:
+    """What the finally-block of a call needs to record, filled in as the call progresses."""
+
+    invocation: Invocation
+    outcome: Outcome = Outcome.ERROR
+    error_code: str | None = InternalError.code
+    reason: str = ""
+    metric_workflow: str = UNKNOWN_WORKFLOW
+
+
+class Pipeline:
+    """Wires the stages; built once by the app, shared by every channel."""
+
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        authenticator: Authenticator,
+        authorizer: Authorizer,
+        limiter: Limiter,
+        auditor: Auditor,
+        meter: Meter,
+        clock: Clock,
+        runtime: AsyncLocalRuntime,
+    ) -> None:
+        self.catalog = catalog
+        self.authenticator = authenticator
+        self.authorizer = authorizer
+        self._limiter = limiter
+        self._auditor = auditor
+        self._meter = meter
+        self._clock = clock
+        self._runtime = runtime
+
+    async def execute(self, invocation: Invocation) -> Result:
+        return await self._call(replace(invocation, action=Action.EXECUTE), self._run)
+
+    async def describe(self, invocation: Invocation) -> WorkflowInfo:
+        return await self._call(replace(invocation, action=Action.READ), self._describe)
+
+    async def list_workflows(self, invocation: Invocation) -> Sequence[WorkflowInfo]:
+        listing = replace(invocation, action=Action.READ, workflow=ALL_WORKFLOWS)
+        return await self._call(listing, self._list)
+
+    async def authenticate(self, invocation: Invocation) -> Invocation:
+        """Identify only (for transports that must refuse before parsing); failures are audited."""
+        trail = _Trail(invocation)
+        started = self._clock.monotonic()
+        try:
+            return await self._identify(invocation)
+        except NexusError as exc:
+            trail.outcome, trail.error_code, trail.reason = outcome_of(exc), exc.code, exc.message
+            await self._finish(trail, started)
+            raise
+
+    async def _call(self, invocation: Invocation, operation: Callable[[Invocation], Awaitable[T]]) -> T:
+        trail = _Trail(invocation)
+        started = self._clock.monotonic()
+        try:
+            invocation = trail.invocation = await self._identify(invocation)
+            decision = self._authorize(invocation, trail)
+            trail.reason = decision.reason
+            await self._limiter.check(invocation)
+            value = await operation(invocation)
+            trail.outcome, trail.error_code = Outcome.SUCCESS, None
+            return value
+        except NexusError as exc:
+            trail.outcome, trail.error_code = outcome_of(exc), exc.code
+            trail.reason = trail.reason or exc.message
+            raise
+        except Exception as exc:
+            log.exception("unexpected error", extra={"request_id": invocation.request_id})
+            raise InternalError(f"Unexpected error; request id {invocation.request_id}.") from exc
+        finally:
+            await self._finish(trail, started)
+
+    async def _finish(self, trail: _Trail, started: float) -> None:
+        elapsed = self._clock.monotonic() - started
+        inv = trail.invocation
+        self._meter.observe_call(inv.channel, trail.metric_workflow, trail.outcome, elapsed)
+        await self._auditor.record(inv, trail.outcome, trail.error_code, elapsed, trail.reason)
+
+    async def _identify(self, invocation: Invocation) -> Invocation:
+        principal = await self.authenticator.authenticate(invocation.credential, invocation.channel)
+        return replace(invocation, principal=principal)
+
+    def _authorize(self, invocation: Invocation, trail: _Trail) -> Decision:
+        if invocation.workflow == ALL_WORKFLOWS:
+            trail.metric_workflow = ALL_WORKFLOWS
+            info = None
+        else:
+            info = self.catalog.get(invocation.workflow).info
+            trail.metric_workflow = info.name
+        decision = self.authorizer.decide(invocation.principal, invocation.channel, invocation.action, info)
+        if not decision.visible:
+            trail.reason = decision.reason
+            raise WorkflowNotFoundError(f"No workflow named {invocation.workflow[:64]!r}.")
+        if not decision.allowed:
+            trail.reason = decision.reason
+            raise ForbiddenError(f"Not allowed to {invocation.action} {invocation.workflow!r} here.")
+        return decision
+
+    async def _run(self, invocation: Invocation) -> Result:
+        entry = self.catalog.get(invocation.workflow)
+        inputs = entry.workflow.validate_inputs(invocation.inputs)
+        started = self._clock.monotonic()
+        try:
+            outputs, run_id = await self._runtime.execute(entry.workflow, parameters=inputs)
+        finally:
+            self._meter.observe_workflow(entry.name, self._clock.monotonic() - started)
+        duration_ms = round((self._clock.monotonic() - started) * 1000, 3)
+        return Result(run_id=run_id, workflow=entry.name, outputs=outputs, duration_ms=duration_ms)
+
+    async def _describe(self, invocation: Invocation) -> WorkflowInfo:
+        return self.catalog.get(invocation.workflow).info
+
+    async def _list(self, invocation: Invocation) -> Sequence[WorkflowInfo]:
+        return [entry.info for entry in self.catalog.all() if self._may_see(invocation, entry)]
+
+    def _may_see(self, invocation: Invocation, entry: Registration) -> bool:
+        decision = self.authorizer.decide(invocation.principal, invocation.channel, Action.READ, entry.info)
+        return decision.visible and decision.allowed

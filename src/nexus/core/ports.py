@@ -1,0 +1,71 @@
+"""The ports of the core: small Protocols that backends implement.
+
+Each port has an in-memory implementation in `nexus.backends.memory`; cluster implementations
+live beside it. Operations are atomic at the port. Imports only the standard library and core types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from nexus.core.types import ApiKey, AuditRecord, Channel, Outcome, Usage
+
+
+class Clock(Protocol):
+    """Wall time for records and monotonic time for durations; tests use a fake one."""
+
+    def now(self) -> datetime: ...
+
+    def monotonic(self) -> float: ...
+
+
+class CounterStore(Protocol):
+    """Rate-limit counters shared by every channel (and every node, on Redis)."""
+
+    async def hit(self, key: str, *, limit: int, window_s: int, cost: int = 1) -> Usage:
+        """Count `cost` against `key` and say whether it stayed within `limit` per `window_s`."""
+        ...
+
+    async def clear(self, key: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class AuditSink(Protocol):
+    """Durable audit trail. `record` returns only once the record is committed."""
+
+    async def record(self, record: AuditRecord) -> None: ...
+
+    async def query(
+        self, *, workflow: str | None = None, principal_id: str | None = None, limit: int = 100
+    ) -> Sequence[AuditRecord]:
+        """Newest first."""
+        ...
+
+    async def close(self) -> None:
+        """Commit what is pending, then stop."""
+        ...
+
+
+class KeyStore(Protocol):
+    """API keys, stored by id with a hash of the secret."""
+
+    async def add(self, key: ApiKey) -> None: ...
+
+    async def get(self, key_id: str) -> ApiKey | None: ...
+
+    async def list(self) -> Sequence[ApiKey]: ...
+
+    async def revoke(self, key_id: str, at: datetime) -> bool:
+        """Mark the key revoked; False if there is no such key."""
+        ...
+
+
+class Meter(Protocol):
+    """Metrics sink; `NoopMeter` when monitoring is off."""
+
+    def observe_call(self, channel: Channel, workflow: str, outcome: Outcome, duration_s: float) -> None: ...
+
+    def observe_workflow(self, workflow: str, duration_s: float) -> None: ...

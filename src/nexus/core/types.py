@@ -1,0 +1,156 @@
+"""The contract of the core: the values that flow through the pipeline.
+
+Every channel builds one `Invocation` per call and gets back a `Result` or a `NexusError`.
+Pure data only; this module imports nothing outside the standard library.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class Channel(enum.StrEnum):
+    """The three ways a workflow is reached."""
+
+    API = "api"
+    CLI = "cli"
+    MCP = "mcp"
+
+
+class Action(enum.StrEnum):
+    """What a call wants to do with a resource."""
+
+    READ = "read"
+    EXECUTE = "execute"
+
+
+class Outcome(enum.StrEnum):
+    """How a call ended; one label value per error class of DESIGN section 6."""
+
+    SUCCESS = "success"
+    INVALID_INPUT = "invalid_input"
+    NOT_FOUND = "not_found"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"
+    FAILED = "failed"
+    UNAVAILABLE = "unavailable"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What a caller presented, as the channel found it; `secret` never reaches a log or a response."""
+
+    scheme: str
+    secret: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling. `kind` is "anonymous", "api_key", or a login method of a later identity provider."""
+
+    id: str
+    kind: str
+    roles: frozenset[str] = frozenset()
+    attributes: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+    @property
+    def is_anonymous(self) -> bool:
+        return self.kind == "anonymous"
+
+
+ANONYMOUS = Principal(id="anonymous", kind="anonymous")
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """One call from one channel; derive changed copies with `dataclasses.replace`."""
+
+    request_id: str
+    channel: Channel
+    workflow: str
+    inputs: Mapping[str, Any]
+    credential: Credential | None = None
+    client_addr: str = ""
+    principal: Principal = ANONYMOUS
+    action: Action = Action.EXECUTE
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """An authorization verdict with the reason that produced it (audited, explainable)."""
+
+    allowed: bool
+    reason: str
+    visible: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """The state of one rate-limit counter after a hit."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_after_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A successful execution, as every channel renders it."""
+
+    run_id: str
+    workflow: str
+    outputs: Mapping[str, Mapping[str, Any]]
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audited call. Input values are never part of it."""
+
+    time: datetime
+    request_id: str
+    channel: Channel
+    principal_id: str
+    workflow: str
+    action: Action
+    outcome: Outcome
+    error_code: str | None
+    duration_ms: float
+    client_addr: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored API key: only the hash of the secret is kept."""
+
+    key_id: str
+    name: str
+    secret_hash: str = field(repr=False)
+    roles: frozenset[str]
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowInfo:
+    """What callers may learn about a registered workflow."""
+
+    name: str
+    description: str | None
+    tags: tuple[str, ...]
+    input_schema: Mapping[str, Any]

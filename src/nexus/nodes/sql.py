@@ -1,0 +1,183 @@
+"""`AsyncSQLDatabaseNode`: one SQL statement over SQLAlchemy async (aiosqlite, asyncpg).
+
+Values always travel as bind parameters; `${name}` templates in SQL text may only stand for identifiers.
+Engines are pooled per URL and event loop in a module cache; `dispose_engines()` closes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar, Literal
+
+from sqlalchemy import TextClause, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from nexus.errors import DependencyUnavailableError, WorkflowDefinitionError, WorkflowFailedError
+from nexus.workflow import Node, Param
+from nexus.workflow.template import fill_template, template_names
+
+Fetch = Literal["all", "one", "none"]
+_ASYNC_DRIVERS: Mapping[str, str] = MappingProxyType(
+    {
+        "sqlite": "sqlite+aiosqlite",
+        "sqlite+aiosqlite": "sqlite+aiosqlite",
+        "postgres": "postgresql+asyncpg",
+        "postgresql": "postgresql+asyncpg",
+        "postgresql+psycopg2": "postgresql+asyncpg",
+        "postgresql+asyncpg": "postgresql+asyncpg",
+    }
+)
+# Keyed by loop too: pooled connections belong to the event loop that opened them.
+_engines: dict[tuple[asyncio.AbstractEventLoop, str], AsyncEngine] = {}
+
+
+def to_async_url(connection_string: str) -> URL:
+    """Parse a database URL and switch it to its async driver."""
+    try:
+        url = make_url(connection_string)
+    except ArgumentError as exc:
+        raise WorkflowDefinitionError(f"invalid connection_string: {exc}") from exc
+    driver = _ASYNC_DRIVERS.get(url.drivername)
+    if driver is None:
+        supported = ", ".join(sorted({name.split("+")[0] for name in _ASYNC_DRIVERS}))
+        raise WorkflowDefinitionError(f"unsupported database '{url.drivername}' (supported: {supported})")
+    return url.set(drivername=driver)
+
+
+def engine_for(url: URL) -> AsyncEngine:
+    """Return the pooled engine for `url` on the running loop, creating it once."""
+    loop = asyncio.get_running_loop()
+    key = (loop, url.render_as_string(hide_password=False))
+    engine = _engines.get(key)
+    if engine is None:
+        for stale in [k for k in _engines if k[0].is_closed()]:
+            del _engines[stale]
+        engine = _engines[key] = create_async_engine(url)
+    return engine
+
+
+async def dispose_engines() -> None:
+    """Close every pooled engine opened on the running event loop."""
+    loop = asyncio.get_running_loop()
+    for key in [k for k in _engines if k[0] is loop]:
+        await _engines.pop(key).dispose()
+
+
+class AsyncSQLDatabaseNode(Node):
+    """Run `query` against `connection_string`; outputs `{"rows": [dict, ...], "row_count": n}`.
+
+    Inputs: one per `:name` bind in the query, one per `${name}` template, and an optional `params`
+    dict of binds. `fetch` is "all" (default), "one" (at most one row) or "none" (writes; `row_count`
+    is the number of rows affected).
+    """
+
+    outputs: ClassVar[tuple[str, ...]] = ("rows", "row_count")
+    config_keys: ClassVar[frozenset[str]] = frozenset({"connection_string", "query", "fetch"})
+
+    def configure(self) -> None:
+        connection_string = self._required_string("connection_string")
+        self._query = self._required_string("query")
+        self._fetch: Fetch = self.config.get("fetch", "all")
+        if self._fetch not in ("all", "one", "none"):
+            raise self._definition_error(f"fetch must be 'all', 'one' or 'none', not {self._fetch!r}")
+        try:
+            self._url = to_async_url(connection_string)
+        except WorkflowDefinitionError as exc:
+            raise self._definition_error(exc.message) from exc
+        database = self._url.database or ""
+        if connection_string.count("${") != database.count("${"):
+            raise self._definition_error("templates in connection_string may only name the database")
+        self._templates = template_names(self._query) + template_names(database)
+        self._clause: TextClause | None = None if template_names(self._query) else text(self._query)
+        self._binds = tuple(text(self._query).compile().params)
+        specs = {name: Param(object, required=False) for name in self._binds}
+        specs.update({name: Param(str, required=False) for name in self._templates})
+        specs["params"] = Param(Mapping, required=False)
+        self._specs: Mapping[str, Param] = MappingProxyType(specs)
+
+    def _required_string(self, key: str) -> str:
+        value = self.config.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise self._definition_error(f"'{key}' must be a non-empty string")
+        return value
+
+    def _definition_error(self, problem: str) -> WorkflowDefinitionError:
+        return WorkflowDefinitionError(
+            f"node '{self.node_id}' (AsyncSQLDatabaseNode): {problem}", node_id=self.node_id
+        )
+
+    def input_specs(self) -> Mapping[str, Param]:
+        return self._specs
+
+    async def invoke(self, supplied: Mapping[str, Any], context: Mapping[str, Any]) -> Mapping[str, Any]:
+        inputs = self.resolve_inputs(supplied, context)
+        # Context wins over inputs: a caller must not choose another tenant's schema or database.
+        values = {**inputs, **context}
+        clause = self._clause if self._clause is not None else text(self._fill(self._query, values))
+        url = self._url
+        if url.database and "${" in url.database:
+            url = url.set(database=self._fill(url.database, values))
+        binds = self._bind_values(inputs)
+        engine = engine_for(url)
+        connection = engine.connect()
+        try:
+            await connection.start()
+        except (OSError, SQLAlchemyError) as exc:
+            cause = type(getattr(exc, "orig", None) or exc).__name__
+            raise DependencyUnavailableError(
+                f"node '{self.node_id}': cannot connect to "
+                f"{url.render_as_string(hide_password=True)} ({cause})",
+                node_id=self.node_id,
+            ) from exc
+        try:
+            return await self._run(connection, clause, binds)
+        finally:
+            await connection.close()
+
+    def _fill(self, sql_text: str, values: Mapping[str, Any]) -> str:
+        return fill_template(sql_text, values, identifiers_only=True, node_id=self.node_id)
+
+    def _bind_values(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        params = dict(inputs.get("params") or {})
+        unknown = sorted(set(params) - set(self._binds))
+        if unknown:
+            raise self.input_error("params", f"no bind parameter :{unknown[0]} in the query")
+        params.update({name: inputs[name] for name in self._binds if name in inputs})
+        for name in self._binds:
+            if name not in params:
+                raise self.input_error(name, "required by the query's bind parameter")
+        return params
+
+    async def _run(
+        self, connection: AsyncConnection, clause: TextClause, binds: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        try:
+            result = await connection.execute(clause, dict(binds))
+            if self._fetch == "none":
+                rows: list[dict[str, Any]] = []
+                row_count = result.rowcount
+            else:
+                mappings = result.mappings()
+                found = mappings.all() if self._fetch == "all" else mappings.fetchmany(1)
+                rows = [dict(row) for row in found]
+                row_count = len(rows)
+            await connection.commit()
+        except DBAPIError as exc:
+            # The original driver error only: SQLAlchemy's own message repeats the bound values.
+            problem = f"{type(exc.orig).__name__}: {exc.orig}"
+            if exc.connection_invalidated:
+                raise DependencyUnavailableError(
+                    f"node '{self.node_id}': database connection lost ({problem})", node_id=self.node_id
+                ) from exc
+            raise WorkflowFailedError(
+                f"node '{self.node_id}' failed: {problem}", node_id=self.node_id
+            ) from exc
+        return {"rows": rows, "row_count": row_count}
+
+    @classmethod
+    async def release_loop_resources(cls) -> None:
+        await dispose_engines()

@@ -1,0 +1,162 @@
+"""Typed settings sections behind `app.auth`, `app.monitoring`, `app.api` and `app.mcp`.
+
+The source document's attribute style writes into these before `start()`; an unknown name raises
+`AttributeError` naming the valid ones, values are validated once at `start()`, then frozen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from nexus.errors import ConfigurationError
+
+
+class Section:
+    """Base of the attribute sections: closed set of names, frozen while serving."""
+
+    section: ClassVar[str] = ""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        names = [f.name for f in fields(self)]  # type: ignore[arg-type]  # every subclass is a dataclass
+        if name not in names:
+            raise AttributeError(f"app.{self.section} has no setting {name!r}; valid: {', '.join(names)}.")
+        if self.__dict__.get("_frozen", False):
+            raise ConfigurationError(f"app.{self.section}.{name} cannot change while the app is serving.")
+        object.__setattr__(self, name, value)
+
+    def freeze(self) -> None:
+        self.validate()
+        object.__setattr__(self, "_frozen", True)
+
+    def thaw(self) -> None:
+        object.__setattr__(self, "_frozen", False)
+
+    def validate(self) -> None:
+        """Raise `ConfigurationError` for a value that cannot be honoured."""
+
+    def _require(self, ok: bool, name: str, expected: str) -> None:
+        if not ok:
+            value = getattr(self, name)
+            raise ConfigurationError(f"app.{self.section}.{name} must be {expected}, got {value!r}.")
+
+
+def _positive_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+@dataclass(eq=False)
+class AuthSettings(Section):
+    """Identity settings."""
+
+    section: ClassVar[str] = "auth"
+    api_key_cache_seconds: float = 5.0
+    """How long a verified API key is trusted before the store is asked again (bounds revocation lag
+    across processes; revocation in this process is immediate). 0 disables the cache."""
+
+    def validate(self) -> None:
+        value = self.api_key_cache_seconds
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+        self._require(ok, "api_key_cache_seconds", "a number of seconds >= 0")
+
+
+@dataclass(eq=False)
+class MonitoringSettings(Section):
+    """Metrics and audit settings."""
+
+    section: ClassVar[str] = "monitoring"
+    metrics_path: str = "/metrics"
+    """Where the Prometheus text exposition is served on the API port."""
+    audit_max_batch: int = 512
+    """Most audit records one group commit writes in a single transaction."""
+
+    def validate(self) -> None:
+        self._require(self.metrics_path.startswith("/"), "metrics_path", "a path starting with '/'")
+        ok = isinstance(self.audit_max_batch, int) and 1 <= self.audit_max_batch <= 10_000
+        self._require(ok, "audit_max_batch", "an integer from 1 to 10000")
+
+
+@dataclass(eq=False)
+class ApiSettings(Section):
+    """REST channel settings."""
+
+    section: ClassVar[str] = "api"
+    max_body_bytes: int = 1_048_576
+    """Largest request body accepted; bigger bodies answer 413 before parsing."""
+    docs_enabled: bool = True
+    """Serve OpenAPI at /openapi.json and the docs UI at /docs."""
+    node_timeout_seconds: float = 30.0
+    """Default time limit for each node of a workflow run (a node's own `timeout` config wins)."""
+
+    def validate(self) -> None:
+        ok = isinstance(self.max_body_bytes, int) and self.max_body_bytes > 0
+        self._require(ok, "max_body_bytes", "a positive integer")
+        self._require(isinstance(self.docs_enabled, bool), "docs_enabled", "True or False")
+        self._require(
+            _positive_number(self.node_timeout_seconds), "node_timeout_seconds", "a positive number"
+        )
+
+
+@dataclass(eq=False)
+class McpSettings(Section):
+    """MCP channel settings."""
+
+    section: ClassVar[str] = "mcp"
+    path: str = "/mcp"
+    """Path of the streamable HTTP endpoint on mcp_port."""
+    server_name: str = "nexus"
+    """Name the server reports in the MCP initialize handshake."""
+
+    def validate(self) -> None:
+        ok = self.path.startswith("/") and len(self.path) > 1 and not self.path.endswith("/")
+        self._require(ok, "path", "a path like '/mcp'")
+        self._require(bool(self.server_name), "server_name", "a non-empty string")
+
+
+@dataclass(eq=False)
+class Settings:
+    """All sections together; the app owns one."""
+
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    mcp: McpSettings = field(default_factory=McpSettings)
+
+    def sections(self) -> tuple[Section, ...]:
+        return tuple(getattr(self, f.name) for f in dataclasses.fields(self))
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The `Nexus(...)` constructor arguments."""
+
+    api_port: int
+    mcp_port: int
+    host: str
+    enable_auth: bool
+    enable_monitoring: bool
+    rate_limit: int | None
+    state_url: str
+    redis_url: str | None
+    title: str
+
+
+def check_options(options: Options) -> None:
+    for name in ("api_port", "mcp_port"):
+        port = getattr(options, name)
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+            raise ConfigurationError(f"{name} must be a port number from 0 to 65535, got {port!r}.")
+    if options.api_port == options.mcp_port and options.api_port != 0:
+        raise ConfigurationError("api_port and mcp_port must differ.")
+    limit = options.rate_limit
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ConfigurationError(
+            f"rate_limit must be a positive number of requests per minute, got {limit!r}."
+        )
+    if not isinstance(options.state_url, str) or "://" not in options.state_url:
+        raise ConfigurationError(
+            "state_url must be a URL such as sqlite:///./nexus.db or postgresql://host/db."
+        )
+    if options.redis_url is not None and not options.redis_url.startswith(("redis://", "rediss://")):
+        raise ConfigurationError("redis_url must start with redis:// or rediss://.")

@@ -1,0 +1,207 @@
+"""Run a built `Workflow`: one asyncio task per ready node, a timeout per node, fail-fast cancellation.
+
+Flat parameters reach every node that accepts their name; a dict under a node id targets that node;
+connections feed outputs downstream. Later sources win: flat < targeted < connections. Runtime
+`context` (such as `tenant_context`) reaches code nodes and templates and cannot be overridden by inputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from nexus.errors import NexusError, WorkflowFailedError
+from nexus.workflow.graph import Workflow
+from nexus.workflow.node import Node, NodeTimeoutError
+
+Results = dict[str, dict[str, Any]]
+DEFAULT_NODE_TIMEOUT_S = 30.0
+_NO_CONTEXT: Mapping[str, Any] = MappingProxyType({})
+
+
+class AsyncLocalRuntime:
+    """Execute workflows on the running event loop."""
+
+    def __init__(self, *, node_timeout_s: float = DEFAULT_NODE_TIMEOUT_S) -> None:
+        """`node_timeout_s` bounds each node that sets no `timeout` of its own."""
+        if isinstance(node_timeout_s, bool) or node_timeout_s <= 0:
+            raise ValueError(f"node_timeout_s must be positive, not {node_timeout_s!r}")
+        self.node_timeout_s = float(node_timeout_s)
+
+    async def execute(
+        self,
+        workflow: Workflow,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> tuple[Results, str]:
+        """Run every node once and return `({node_id: outputs}, run_id)`.
+
+        Raises:
+            InvalidInputError: the flat parameters break the workflow's declared inputs.
+            NodeTimeoutError: a node ran past its timeout (a `DeadlineExceededError`).
+            WorkflowFailedError: a node raised; `node_id` names it and `__cause__` is the original.
+        """
+        flat, targeted = split_parameters(workflow, parameters or {})
+        if workflow.declares_inputs:
+            flat = workflow.validate_inputs(flat)
+        run = _Run(workflow, flat, targeted, context or _NO_CONTEXT, self.node_timeout_s)
+        return await run.all_nodes(), run_id or uuid.uuid4().hex
+
+
+class LocalRuntime:
+    """Execute workflows from synchronous code (a thread with no running event loop)."""
+
+    def __init__(self, *, node_timeout_s: float = DEFAULT_NODE_TIMEOUT_S) -> None:
+        self._runtime = AsyncLocalRuntime(node_timeout_s=node_timeout_s)
+
+    @property
+    def node_timeout_s(self) -> float:
+        return self._runtime.node_timeout_s
+
+    def execute(
+        self,
+        workflow: Workflow,
+        parameters: Mapping[str, Any] | None = None,
+        *,
+        run_id: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> tuple[Results, str]:
+        """Like `AsyncLocalRuntime.execute`, on a fresh event loop that is closed afterwards."""
+        if _has_running_loop():
+            raise RuntimeError(
+                "LocalRuntime.execute() cannot run inside a running event loop; "
+                "use `await AsyncLocalRuntime().execute(...)` instead"
+            )
+        return asyncio.run(self._execute_and_release(workflow, parameters, run_id, context))
+
+    async def _execute_and_release(
+        self,
+        workflow: Workflow,
+        parameters: Mapping[str, Any] | None,
+        run_id: str | None,
+        context: Mapping[str, Any] | None,
+    ) -> tuple[Results, str]:
+        try:
+            return await self._runtime.execute(workflow, parameters, run_id=run_id, context=context)
+        finally:
+            # Pools and clients are bound to this loop, which asyncio.run is about to close.
+            for node_type in {type(node) for node in workflow.nodes.values()}:
+                await node_type.release_loop_resources()
+
+
+def _has_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def split_parameters(
+    workflow: Workflow, parameters: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Mapping[str, Any]]]:
+    """Separate flat parameters from `{node_id: {...}}` ones that target a single node."""
+    flat: dict[str, Any] = {}
+    targeted: dict[str, Mapping[str, Any]] = {}
+    for key, value in parameters.items():
+        if key in workflow.nodes and isinstance(value, Mapping):
+            targeted[key] = value
+        else:
+            flat[key] = value
+    return flat, targeted
+
+
+class _Run:
+    """The state of one execution; discarded afterwards."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        flat: Mapping[str, Any],
+        targeted: Mapping[str, Mapping[str, Any]],
+        context: Mapping[str, Any],
+        default_timeout_s: float,
+    ) -> None:
+        self.workflow = workflow
+        self.flat = flat
+        self.targeted = targeted
+        self.context = context
+        self.default_timeout_s = default_timeout_s
+        self.results: Results = {}
+
+    async def all_nodes(self) -> Results:
+        waiting = {node_id: set(self.workflow.upstream(node_id)) for node_id in self.workflow.order}
+        running: dict[asyncio.Task[dict[str, Any]], str] = {}
+        try:
+            while waiting or running:
+                for node_id in [n for n, deps in waiting.items() if not deps]:
+                    del waiting[node_id]
+                    running[asyncio.create_task(self.one_node(node_id), name=f"node:{node_id}")] = node_id
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    node_id = running.pop(task)
+                    self.results[node_id] = task.result()
+                    for deps in waiting.values():
+                        deps.discard(node_id)
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        return {node_id: self.results[node_id] for node_id in self.workflow.order}
+
+    def inputs_for(self, node: Node) -> dict[str, Any]:
+        inputs = {name: value for name, value in self.flat.items() if node.accepts(name)}
+        inputs.update(self.targeted.get(node.node_id, {}))
+        for connection in self.workflow.incoming[node.node_id]:
+            try:
+                inputs[connection.dst_input] = connection.select(self.results[connection.src])
+            except (LookupError, TypeError) as exc:
+                raise WorkflowFailedError(
+                    f"node '{node.node_id}' failed: output '{connection.src_output}' of node "
+                    f"'{connection.src}' is missing",
+                    node_id=node.node_id,
+                ) from exc
+        return inputs
+
+    async def one_node(self, node_id: str) -> dict[str, Any]:
+        node = self.workflow.nodes[node_id]
+        timeout_s = node.timeout_s or self.default_timeout_s
+        deadline = asyncio.timeout(timeout_s)
+        try:
+            async with deadline:
+                outputs = await node.invoke(self.inputs_for(node), self.context)
+        except NexusError:
+            raise
+        except TimeoutError as exc:
+            if deadline.expired():
+                raise NodeTimeoutError(
+                    f"node '{node_id}' timed out after {timeout_s:g} s", node_id=node_id, timeout_s=timeout_s
+                ) from exc
+            raise _failure(node_id, exc) from exc
+        except Exception as exc:
+            raise _failure(node_id, exc) from exc
+        return _checked_outputs(node, outputs)
+
+
+def _failure(node_id: str, exc: BaseException) -> WorkflowFailedError:
+    return WorkflowFailedError(f"node '{node_id}' failed: {type(exc).__name__}: {exc}", node_id=node_id)
+
+
+def _checked_outputs(node: Node, outputs: Any) -> dict[str, Any]:
+    if not isinstance(outputs, Mapping):
+        raise WorkflowFailedError(
+            f"node '{node.node_id}' failed: it returned {type(outputs).__name__}, not a mapping of outputs",
+            node_id=node.node_id,
+        )
+    missing = [name for name in node.output_names() if name not in outputs]
+    if missing:
+        raise WorkflowFailedError(
+            f"node '{node.node_id}' failed: declared output(s) missing: {', '.join(missing)}",
+            node_id=node.node_id,
+        )
+    return dict(outputs)

@@ -1,0 +1,216 @@
+"""The `AuditSink` contract, run against memory, SQLite and the real PostgreSQL.
+
+SQL-only sections pin what memory cannot show: durability across reopening, group commit and failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+
+from nexus.backends.sql import SqlState, open_state
+from nexus.backends.sql.schema import audit_records
+from nexus.core.ports import AuditSink
+from nexus.core.types import Action, AuditRecord, Channel, Outcome
+from nexus.errors import DependencyUnavailableError
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
+
+
+def make_record(
+    request_id: str = "r1",
+    *,
+    time: datetime = T0,
+    workflow: str = "report",
+    principal_id: str = "key:alice",
+) -> AuditRecord:
+    return AuditRecord(
+        time=time,
+        request_id=request_id,
+        channel=Channel.MCP,
+        principal_id=principal_id,
+        workflow=workflow,
+        action=Action.EXECUTE,
+        outcome=Outcome.FORBIDDEN,
+        error_code="forbidden",
+        duration_ms=12.5,
+        client_addr="127.0.0.1",
+        reason="rbac: role analyst lacks execute on report",
+    )
+
+
+async def test_recorded_entry_is_returned_by_query_with_every_field(audit_sink: AuditSink) -> None:
+    record = make_record()
+
+    await audit_sink.record(record)
+
+    assert list(await audit_sink.query()) == [record]
+
+
+async def test_an_entry_without_error_code_or_reason_round_trips(audit_sink: AuditSink) -> None:
+    record = AuditRecord(
+        time=T0,
+        request_id="r1",
+        channel=Channel.CLI,
+        principal_id="anonymous",
+        workflow="hello",
+        action=Action.READ,
+        outcome=Outcome.SUCCESS,
+        error_code=None,
+        duration_ms=0.0,
+    )
+
+    await audit_sink.record(record)
+
+    assert list(await audit_sink.query()) == [record]
+
+
+async def test_query_returns_newest_first_whatever_the_recording_order(audit_sink: AuditSink) -> None:
+    for offset, request_id in [(1, "middle"), (2, "newest"), (0, "oldest")]:
+        await audit_sink.record(make_record(request_id, time=T0 + timedelta(seconds=offset)))
+
+    assert [record.request_id for record in await audit_sink.query()] == ["newest", "middle", "oldest"]
+
+
+async def test_records_with_equal_times_come_latest_recorded_first(audit_sink: AuditSink) -> None:
+    for request_id in ["a", "b", "c"]:
+        await audit_sink.record(make_record(request_id))
+
+    assert [record.request_id for record in await audit_sink.query()] == ["c", "b", "a"]
+
+
+async def test_query_filters_by_workflow_and_by_principal(audit_sink: AuditSink) -> None:
+    await audit_sink.record(make_record("r1", workflow="report", principal_id="key:alice"))
+    await audit_sink.record(make_record("r2", workflow="export", principal_id="key:alice"))
+    await audit_sink.record(make_record("r3", workflow="report", principal_id="key:bob"))
+
+    by_workflow = await audit_sink.query(workflow="report")
+    by_principal = await audit_sink.query(principal_id="key:alice")
+    by_both = await audit_sink.query(workflow="report", principal_id="key:bob")
+
+    assert [record.request_id for record in by_workflow] == ["r3", "r1"]
+    assert [record.request_id for record in by_principal] == ["r2", "r1"]
+    assert [record.request_id for record in by_both] == ["r3"]
+
+
+async def test_query_limit_keeps_the_newest_records(audit_sink: AuditSink) -> None:
+    for second in range(5):
+        await audit_sink.record(make_record(f"r{second}", time=T0 + timedelta(seconds=second)))
+
+    assert [record.request_id for record in await audit_sink.query(limit=2)] == ["r4", "r3"]
+    assert list(await audit_sink.query(limit=0)) == []
+
+
+async def test_a_negative_limit_is_rejected(audit_sink: AuditSink) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        await audit_sink.query(limit=-1)
+
+
+async def test_times_with_another_offset_come_back_as_the_same_instant_in_utc(audit_sink: AuditSink) -> None:
+    await audit_sink.record(
+        make_record(time=datetime(2025, 3, 1, 7, 0, tzinfo=timezone(timedelta(hours=-5))))
+    )
+
+    (found,) = await audit_sink.query()
+
+    assert found.time == datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    assert found.time.tzinfo == UTC
+
+
+async def test_a_naive_time_is_rejected_without_recording_anything(audit_sink: AuditSink) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await audit_sink.record(make_record(time=datetime(2025, 3, 1, 12, 0)))
+
+    assert list(await audit_sink.query()) == []
+
+
+async def test_record_after_close_raises_dependency_unavailable(audit_sink: AuditSink) -> None:
+    await audit_sink.record(make_record("before"))
+    await audit_sink.close()
+
+    with pytest.raises(DependencyUnavailableError):
+        await audit_sink.record(make_record("after"))
+
+
+async def test_close_commits_records_that_are_still_queued(state_url: str) -> None:
+    state = await open_state(state_url)
+    calls = [asyncio.create_task(state.audit.record(make_record(f"r{n}"))) for n in range(50)]
+    await asyncio.sleep(0)  # one loop turn: every call has queued its record, none is committed yet
+
+    await state.close()
+
+    assert all(call.done() and call.exception() is None for call in calls)
+    reopened = await open_state(state_url)
+    try:
+        assert len(await reopened.audit.query(limit=100)) == 50
+    finally:
+        await reopened.close()
+
+
+async def test_a_recorded_entry_survives_closing_and_reopening(state_url: str) -> None:
+    state = await open_state(state_url)
+    await state.audit.record(make_record("durable"))
+    await state.close()
+
+    reopened = await open_state(state_url)
+    try:
+        found = await reopened.audit.query()
+    finally:
+        await reopened.close()
+
+    assert [record.request_id for record in found] == ["durable"]
+
+
+async def test_concurrent_records_share_transactions(sql_state: SqlState) -> None:
+    records = [make_record(f"r{n}", time=T0 + timedelta(milliseconds=n)) for n in range(200)]
+
+    await asyncio.gather(*(sql_state.audit.record(record) for record in records))
+
+    stats = sql_state.audit.stats
+    assert stats.records_committed == 200
+    assert 1 <= stats.batches_committed < 200
+    assert list(await sql_state.audit.query(limit=500)) == records[::-1]
+
+
+async def test_batches_never_exceed_the_configured_size(state_url: str) -> None:
+    state = await open_state(state_url, audit_max_batch=16)
+    try:
+        await asyncio.gather(*(state.audit.record(make_record(f"r{n}")) for n in range(100)))
+        stats = state.audit.stats
+    finally:
+        await state.close()
+
+    assert stats.records_committed == 100
+    assert stats.batches_committed >= 100 // 16 + 1
+
+
+async def test_a_failed_commit_fails_every_waiting_call_and_later_batches_still_commit(
+    sql_state: SqlState,
+) -> None:
+    async with sql_state.engine.begin() as connection:
+        await connection.execute(text("DROP TABLE audit_records"))
+
+    results = await asyncio.gather(
+        *(sql_state.audit.record(make_record(f"lost{n}")) for n in range(10)), return_exceptions=True
+    )
+
+    assert all(isinstance(result, DependencyUnavailableError) for result in results)
+    assert sql_state.audit.stats.batches_failed >= 1
+    async with sql_state.engine.begin() as connection:
+        await connection.run_sync(audit_records.create)
+    await sql_state.audit.record(make_record("kept"))
+    assert [record.request_id for record in await sql_state.audit.query()] == ["kept"]
+
+
+async def test_the_failure_message_names_no_database_detail(sql_state: SqlState) -> None:
+    async with sql_state.engine.begin() as connection:
+        await connection.execute(text("DROP TABLE audit_records"))
+
+    with pytest.raises(DependencyUnavailableError) as caught:
+        await sql_state.audit.record(make_record())
+
+    assert "audit_records" not in caught.value.message
+    assert caught.value.__cause__ is not None

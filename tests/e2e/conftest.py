@@ -1,0 +1,83 @@
+"""One served app per test on ephemeral loopback ports, and a client for each channel."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from nexus import Nexus, RunningNexus
+from nexus.core.types import Channel
+from nexus.testing import client_for
+from nexus.testing.clients import ChannelClient
+from nexus.workflow.builder import WorkflowBuilder
+
+CHANNELS = [Channel.API, Channel.CLI, Channel.MCP]
+
+
+def build_app(state_url: str, **options: Any) -> Nexus:
+    app = Nexus(api_port=0, mcp_port=0, state_url=state_url, **options)
+    add = WorkflowBuilder()
+    add.add_input("a", int, description="First addend")
+    add.add_input("b", int, description="Second addend")
+    add.add_node("PythonCodeNode", "add", {"code": "result = a + b"})
+    app.register("add", add.build(), description="Add two integers", tags=["math"])
+
+    fail = WorkflowBuilder()
+    fail.add_input("reason", str)
+    fail.add_node("PythonCodeNode", "explode", {"code": "raise ValueError(reason)"})
+    app.register("explode", fail.build(), description="Always fails")
+    return app
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Callable[..., RunningNexus]]:
+    """Start an app (built with `build_app(**options)`) in a thread; stopped at teardown."""
+    running: list[RunningNexus] = []
+
+    def start(**options: Any) -> RunningNexus:
+        app = build_app(f"sqlite:///{tmp_path}/state-{len(running)}.db", **options)
+        server = app.start_in_thread()
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        server.stop()
+
+
+@pytest.fixture(params=CHANNELS, ids=[c.value for c in CHANNELS])
+def channel(request: pytest.FixtureRequest) -> Channel:
+    return request.param  # type: ignore[no-any-return]
+
+
+def _client(channel: Channel, server: RunningNexus, token: str | None = None) -> ChannelClient:
+    return client_for(channel, server.api_url, server.mcp_url, token)
+
+
+@pytest.fixture
+def client() -> Callable[..., ChannelClient]:
+    """`client(channel, server, token=None)`: the channel's client for a served app."""
+    return _client
+
+
+@pytest.fixture
+def channel_requests() -> Callable[[RunningNexus], dict[tuple[str, str, str], float]]:
+    """`channel_requests(server)`: nexus_channel_requests_total by (channel, workflow, outcome)."""
+    return _channel_requests
+
+
+def _channel_requests(server: RunningNexus) -> dict[tuple[str, str, str], float]:
+    """nexus_channel_requests_total by (channel, workflow, outcome), read from /metrics."""
+    text = httpx2.get(f"{server.api_url}/metrics", timeout=10).text
+    counts: dict[tuple[str, str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "nexus_channel_requests_total":
+                labels = sample.labels
+                counts[(labels["channel"], labels["workflow"], labels["outcome"])] = sample.value
+    return counts
