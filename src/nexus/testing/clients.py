@@ -137,6 +137,7 @@ class McpClient:
     channel = Channel.MCP
 
     def __init__(self, mcp_url: str, token: str | None = None) -> None:
+        self._refusal: httpx2.Response | None = None
         self._url = mcp_url
         self._headers = {"authorization": f"Bearer {token}"} if token else {}
 
@@ -148,9 +149,11 @@ class McpClient:
             if response.status_code == 401:
                 self._refusal = response
 
-        self._refusal: httpx2.Response | None = None
+        self._refusal = None
         async with (
-            httpx2.AsyncClient(headers=self._headers, timeout=30, event_hooks={"response": [remember]}) as http,
+            httpx2.AsyncClient(
+                headers=self._headers, timeout=30, event_hooks={"response": [remember]}
+            ) as http,
             Client(streamable_http_client(self._url, http_client=http)) as client,
         ):
             return await action(client)
@@ -158,7 +161,7 @@ class McpClient:
     async def _guarded(self, action: Callable[[Any], Awaitable[Reply]]) -> Reply:
         try:
             return await self._session(action)
-        except Exception as exc:  # noqa: BLE001  # unwrapped below; anything unrecognised is re-raised
+        except Exception as exc:  # unwrapped below; anything unrecognised is re-raised
             leaf = _leaf(exc)
             reply = self._failure(leaf)
             if reply is None:
