@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nexus.backends.counters import RedisCounterStore, open_counter_store
 from nexus.backends.prometheus import PrometheusMeter
 from nexus.backends.sql import SqlState, open_state
 from nexus.channels.cli.server import cli_routes
@@ -64,7 +63,7 @@ class Assembly:
         """Every backend this app needs answers."""
         try:
             await self.state.ping()
-            if isinstance(self.counters, RedisCounterStore):
+            if self.counters is not None:
                 await self.counters.ping()
         except NexusError:
             return False
@@ -120,9 +119,10 @@ async def _build_serving_parts(
 ) -> None:
     limiter: Limiter = NoLimit()
     if options.rate_limit is not None:
+        from nexus.backends.counters import open_counter_store
+
         counters = assembly.counters = open_counter_store(options.redis_url)
-        if isinstance(counters, RedisCounterStore):
-            await counters.ping()  # a configured Redis that does not answer is a start-up error
+        await counters.ping()  # a configured Redis that does not answer is a start-up error
         limiter = RateLimiter(counters, options.rate_limit)
     prometheus = PrometheusMeter() if options.enable_monitoring else None
     meter: Meter = prometheus if prometheus is not None else NoopMeter()

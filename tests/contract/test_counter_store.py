@@ -13,7 +13,8 @@ import pytest
 import redis.asyncio
 import redis.exceptions
 
-from nexus.backends.counters import MemoryCounterStore, RedisCounterStore, open_counter_store
+from nexus.backends.counters import MemoryCounterStore, open_counter_store
+from nexus.backends.redis_counters import RedisCounterStore
 from nexus.core.ports import CounterStore
 from nexus.errors import ConfigurationError, DependencyUnavailableError
 

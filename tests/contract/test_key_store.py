@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from nexus.backends.sql import open_state
 from nexus.core.ports import KeyStore
 from nexus.core.types import ApiKey
-from nexus.errors import InvalidInputError
+from nexus.errors import DependencyUnavailableError, InvalidInputError
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -146,14 +147,67 @@ async def test_keys_and_revocations_survive_closing_and_reopening(state_url: str
     assert found.revoked_at == T0
 
 
-async def test_two_stores_opening_one_empty_database_at_once_both_migrate_cleanly(state_url: str) -> None:
-    # Two engines are two connections, as two processes starting together would be.
-    first, second = await asyncio.gather(open_state(state_url), open_state(state_url))
-    try:
-        await first.keys.add(make_key("k1"))
-        found = await second.keys.get("k1")
-    finally:
-        await first.close()
-        await second.close()
+# Each child imports everything, says "ready", then opens the store when told "go": they start together.
+_OPEN_STATE_IN_CHILD = """
+import asyncio, sys
+from nexus.backends.sql import open_state
 
-    assert found is not None
+async def main() -> None:
+    print("ready", flush=True)
+    sys.stdin.readline()
+    state = await open_state(sys.argv[1])
+    await state.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_processes_starting_together_on_an_empty_database_all_migrate_cleanly(state_url: str) -> None:
+    children = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _OPEN_STATE_IN_CHILD,
+            state_url,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    for child in children:
+        assert child.stdout is not None
+        assert await asyncio.wait_for(child.stdout.readline(), timeout=60) == b"ready\n"
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write(b"go\n")
+    outcomes = [await asyncio.wait_for(child.communicate(), timeout=60) for child in children]
+
+    assert [child.returncode for child in children] == [0, 0, 0, 0], [err.decode() for _, err in outcomes]
+    state = await open_state(state_url)
+    try:
+        await state.keys.add(make_key("k1"))
+        assert await state.keys.get("k1") is not None
+    finally:
+        await state.close()
+
+
+async def test_opening_an_already_migrated_database_again_changes_nothing(state_url: str) -> None:
+    first = await open_state(state_url)
+    await first.keys.add(make_key("k1"))
+    second = await open_state(state_url)
+    try:
+        assert [key.key_id for key in await second.keys.list()] == ["k1"]
+    finally:
+        await second.close()
+        await first.close()
+
+
+async def test_an_unreachable_database_is_unavailable_and_the_error_hides_the_password() -> None:
+    # Port 1 on loopback refuses at once; no server is needed to show the failure path.
+    with pytest.raises(DependencyUnavailableError) as caught:
+        await open_state("postgresql://nexus:s3cret-pw@127.0.0.1:1/nexus")
+
+    assert "s3cret-pw" not in caught.value.message
+    assert "s3cret-pw" not in str(caught.value)
+    assert "127.0.0.1:1" in caught.value.message

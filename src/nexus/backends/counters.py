@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
-import redis.asyncio
-import redis.exceptions
 from limits import RateLimitItemPerSecond
-from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from nexus.core.ports import CounterStore
 from nexus.core.types import Usage
-from nexus.errors import ConfigurationError, DependencyUnavailableError
+
+if TYPE_CHECKING:
+    from limits.aio.storage import RedisStorage
 
 _NAMESPACE = "counter"
-_REDIS_SCHEMES = frozenset({"redis", "rediss"})
 
 
 def _storage_key(key: str) -> str:
@@ -95,6 +94,10 @@ class MemoryCounterStore:
         """Forget every hit counted against `key`."""
         await self._counter.clear(key)
 
+    async def ping(self) -> None:
+        """Process memory always answers."""
+        return None
+
     async def close(self) -> None:
         """Stop the storage's expiry task and drop all counters."""
         timer = self._storage.timer
@@ -105,91 +108,6 @@ class MemoryCounterStore:
         await self._storage.reset()
 
 
-class RedisCounterStore:
-    """Counters in Redis, so every Nexus node sees the same counts.
-
-    Args:
-        url: a `redis://` or `rediss://` URL (credentials allowed; they never appear in errors).
-        key_prefix: prefix of every Redis key this store writes.
-        timeout_s: connect and command timeout; a slow Redis fails the call rather than stalling it.
-
-    Raises:
-        ConfigurationError: `url` is not a usable Redis URL.
-    """
-
-    def __init__(self, url: str, *, key_prefix: str = "nexus", timeout_s: float = 2.0) -> None:
-        self._location = _location(url)
-        # The pool is ours, not the `limits` bridge's, so `close()` can release its connections.
-        try:
-            self._pool: redis.asyncio.ConnectionPool = redis.asyncio.ConnectionPool.from_url(
-                url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
-            )
-        except ValueError as exc:
-            raise ConfigurationError(f"redis_url for {self._location} is not valid: {exc}") from exc
-        storage = RedisStorage(
-            url,
-            implementation="redispy",
-            key_prefix=key_prefix,
-            # `limits` hands `connection_pool` to `redis.asyncio.Redis` (documented); its
-            # annotation only lists scalar options.
-            connection_pool=self._pool,  # type: ignore[arg-type]
-        )
-        self._counter = _LimitsCounter(storage)
-
-    async def hit(self, key: str, *, limit: int, window_s: int, cost: int = 1) -> Usage:
-        """Count `cost` against `key` and say whether it stayed within `limit` per `window_s`.
-
-        Raises:
-            DependencyUnavailableError: Redis could not be reached or refused the command.
-        """
-        try:
-            return await self._counter.hit(key, limit=limit, window_s=window_s, cost=cost)
-        except redis.exceptions.RedisError as exc:
-            raise self._unavailable() from exc
-
-    async def clear(self, key: str) -> None:
-        """Forget every hit counted against `key`, on every node."""
-        try:
-            await self._counter.clear(key)
-        except redis.exceptions.RedisError as exc:
-            raise self._unavailable() from exc
-
-    async def ping(self) -> None:
-        """Check that Redis answers; for start-up and readiness checks.
-
-        Raises:
-            DependencyUnavailableError: Redis could not be reached.
-        """
-        client = redis.asyncio.Redis(connection_pool=self._pool)
-        try:
-            await client.ping()
-        except redis.exceptions.RedisError as exc:
-            raise self._unavailable() from exc
-        finally:
-            await client.aclose(close_connection_pool=False)
-
-    async def close(self) -> None:
-        """Close every pooled connection."""
-        await self._pool.aclose()
-
-    def _unavailable(self) -> DependencyUnavailableError:
-        return DependencyUnavailableError(f"Rate-limit counters at {self._location} are unavailable.")
-
-
-def _location(url: str) -> str:
-    """`host:port` of a Redis URL, for messages: never its user name or password."""
-    parts = urlsplit(url)
-    if parts.scheme not in _REDIS_SCHEMES:
-        raise ConfigurationError(
-            f"redis_url must start with redis:// or rediss://, got scheme {parts.scheme or '(none)'!r}."
-        )
-    try:
-        port = parts.port or 6379
-    except ValueError as exc:
-        raise ConfigurationError("redis_url has an invalid port.") from exc
-    return f"redis {parts.hostname or 'localhost'}:{port}"
-
-
 def open_counter_store(redis_url: str | None) -> CounterStore:
     """Return Redis counters for a `redis://`/`rediss://` URL, memory counters for None.
 
@@ -198,4 +116,7 @@ def open_counter_store(redis_url: str | None) -> CounterStore:
     """
     if redis_url is None:
         return MemoryCounterStore()
+    # Imported only when configured: the Redis client costs start-up time and memory otherwise.
+    from nexus.backends.redis_counters import RedisCounterStore
+
     return RedisCounterStore(redis_url)

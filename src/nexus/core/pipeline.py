@@ -7,7 +7,7 @@ metrics, denials and failures included. Channels build an `Invocation` and rende
 from __future__ import annotations
 
 import logging
-import uuid
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -60,7 +60,7 @@ def outcome_of(error: NexusError) -> Outcome:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 @dataclass(slots=True)
@@ -168,10 +168,13 @@ class Pipeline:
 
     async def _run(self, invocation: Invocation) -> Result:
         entry = self.catalog.get(invocation.workflow)
-        inputs = entry.workflow.validate_inputs(invocation.inputs)
         started = self._clock.monotonic()
         try:
-            outputs, run_id = await self._runtime.execute(entry.workflow, parameters=inputs)
+            # The runtime validates the inputs against the declared schema before any node runs;
+            # callers give workflow inputs only, never parameters aimed at one node.
+            outputs, run_id = await self._runtime.execute(
+                entry.workflow, parameters=invocation.inputs, flat_only=True
+            )
         finally:
             self._meter.observe_workflow(entry.name, self._clock.monotonic() - started)
         duration_ms = round((self._clock.monotonic() - started) * 1000, 3)

@@ -30,6 +30,10 @@ class CounterStore(Protocol):
 
     async def clear(self, key: str) -> None: ...
 
+    async def ping(self) -> None:
+        """Raise `DependencyUnavailableError` when the counters cannot be reached."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -71,12 +71,75 @@ def build_schema(specs: tuple[InputSpec, ...]) -> Mapping[str, Any]:
     )
 
 
+# Keywords whose meaning is the same in draft 2020-12 and in fastjsonschema's draft 7. A schema using
+# only these gets the generated-code validator; anything else is checked by jsonschema alone.
+_FAST_KEYWORDS = frozenset(
+    {
+        "$schema",
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "enum",
+        "const",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "minProperties",
+        "maxProperties",
+        "title",
+        "description",
+        "default",
+        "examples",
+    }
+)
+
+
+def _is_fast(schema: Any) -> bool:
+    """True when every keyword, at every depth, is one `_FAST_KEYWORDS` names (or a dict `items`)."""
+    if not isinstance(schema, dict):
+        return isinstance(schema, bool)
+    for key, value in schema.items():
+        if key == "properties":
+            if not isinstance(value, dict) or not all(_is_fast(sub) for sub in value.values()):
+                return False
+        elif key in ("items", "additionalProperties"):
+            if not _is_fast(value):
+                return False
+        elif key not in _FAST_KEYWORDS:
+            return False
+    return True
+
+
+def _compile_fast(plain: dict[str, Any]) -> tuple[Any, type[Exception]] | None:
+    """The generated validator and the exception it raises, or None when the schema is not fast-safe."""
+    if not _is_fast(plain):
+        return None
+    import fastjsonschema
+
+    draft7 = {key: value for key, value in plain.items() if key != "$schema"}
+    return fastjsonschema.compile(draft7, use_default=False), fastjsonschema.JsonSchemaValueException
+
+
 class InputValidator:
-    """Applies defaults and validates inputs against the compiled schema."""
+    """Applies defaults and validates inputs against the compiled schema.
+
+    Valid inputs (the hot path) are checked by code generated from the schema at build; only
+    invalid ones go through jsonschema, which explains every problem precisely.
+    """
 
     def __init__(self, specs: tuple[InputSpec, ...], schema: Mapping[str, Any]) -> None:
         self._specs = specs
         self._validator: Any = None
+        self._fast: tuple[Any, type[Exception]] | None = None
         if specs:
             # Imported here, not at module import: most imports of nexus.workflow never validate.
             from jsonschema import Draft202012Validator, SchemaError
@@ -87,6 +150,7 @@ class InputValidator:
             except SchemaError as exc:
                 raise WorkflowDefinitionError(f"invalid input schema: {exc.message}") from exc
             self._validator = Draft202012Validator(plain)
+            self._fast = _compile_fast(plain)
             self._check_defaults()
 
     def _check_defaults(self) -> None:
@@ -106,11 +170,22 @@ class InputValidator:
         for spec in self._specs:
             if spec.default is not MISSING and spec.name not in values:
                 values[spec.name] = copy.deepcopy(spec.default)
+        if self._fast is not None and self._passes_fast(values):
+            return values
         errors = self._errors(values)
         if errors:
             summary = "; ".join(f"{error['path'] or '(root)'}: {error['message']}" for error in errors)
             raise InvalidInputError(f"invalid input: {summary}", errors=errors)
         return values
+
+    def _passes_fast(self, values: dict[str, Any]) -> bool:
+        assert self._fast is not None  # noqa: S101  # checked by the caller
+        check, invalid = self._fast
+        try:
+            check(values)
+        except invalid:
+            return False
+        return True
 
     def _errors(self, values: Mapping[str, Any]) -> list[dict[str, str]]:
         known = {spec.name for spec in self._specs}

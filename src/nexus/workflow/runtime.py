@@ -8,7 +8,7 @@ connections feed outputs downstream. Later sources win: flat < targeted < connec
 from __future__ import annotations
 
 import asyncio
-import uuid
+import os
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -38,19 +38,27 @@ class AsyncLocalRuntime:
         *,
         run_id: str | None = None,
         context: Mapping[str, Any] | None = None,
+        flat_only: bool = False,
     ) -> tuple[Results, str]:
         """Run every node once and return `({node_id: outputs}, run_id)`.
+
+        With `flat_only`, no key targets a node: every parameter is a workflow input and is
+        validated as one (calls from the network must never reach a node's parameters directly).
 
         Raises:
             InvalidInputError: the flat parameters break the workflow's declared inputs.
             NodeTimeoutError: a node ran past its timeout (a `DeadlineExceededError`).
             WorkflowFailedError: a node raised; `node_id` names it and `__cause__` is the original.
         """
-        flat, targeted = split_parameters(workflow, parameters or {})
+        targeted: dict[str, Mapping[str, Any]] = {}
+        if flat_only:
+            flat = dict(parameters or {})
+        else:
+            flat, targeted = split_parameters(workflow, parameters or {})
         if workflow.declares_inputs:
             flat = workflow.validate_inputs(flat)
         run = _Run(workflow, flat, targeted, context or _NO_CONTEXT, self.node_timeout_s)
-        return await run.all_nodes(), run_id or uuid.uuid4().hex
+        return await run.all_nodes(), run_id or os.urandom(16).hex()
 
 
 class LocalRuntime:
@@ -139,20 +147,29 @@ class _Run:
         running: dict[asyncio.Task[dict[str, Any]], str] = {}
         try:
             while waiting or running:
-                for node_id in [n for n, deps in waiting.items() if not deps]:
+                ready = [node_id for node_id, deps in waiting.items() if not deps]
+                for node_id in ready:
                     del waiting[node_id]
+                if len(ready) == 1 and not running:
+                    # Nothing to overlap with: run it in this task and skip task creation and scheduling.
+                    self.finished(ready[0], await self.one_node(ready[0]), waiting)
+                    continue
+                for node_id in ready:
                     running[asyncio.create_task(self.one_node(node_id), name=f"node:{node_id}")] = node_id
                 done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     node_id = running.pop(task)
-                    self.results[node_id] = task.result()
-                    for deps in waiting.values():
-                        deps.discard(node_id)
+                    self.finished(node_id, task.result(), waiting)
         finally:
             for task in running:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
         return {node_id: self.results[node_id] for node_id in self.workflow.order}
+
+    def finished(self, node_id: str, outputs: dict[str, Any], waiting: dict[str, set[str]]) -> None:
+        self.results[node_id] = outputs
+        for deps in waiting.values():
+            deps.discard(node_id)
 
     def inputs_for(self, node: Node) -> dict[str, Any]:
         inputs = {name: value for name, value in self.flat.items() if node.accepts(name)}

@@ -6,9 +6,11 @@ advisory lock, SQLite with a write-locking BEGIN.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from pathlib import Path
 from typing import Final
+from weakref import WeakKeyDictionary
 
 from alembic import command
 from alembic.config import Config
@@ -24,6 +26,8 @@ SCRIPT_LOCATION: Final = Path(__file__).with_name("migrations")
 
 # Any fixed 63-bit number works; deriving it from a name keeps it recognisable in pg_locks.
 _PG_LOCK_KEY: Final = zlib.crc32(b"nexus.backends.sql.migration")
+
+_ALEMBIC_LOCKS: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = WeakKeyDictionary()
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
@@ -53,9 +57,19 @@ def _upgrade_on(connection: Connection) -> None:
     command.upgrade(alembic_config(connection), "head")
 
 
+def _loop_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _ALEMBIC_LOCKS.get(loop)
+    if lock is None:
+        lock = _ALEMBIC_LOCKS[loop] = asyncio.Lock()
+    return lock
+
+
 async def upgrade(engine: AsyncEngine) -> None:
     """Apply every pending revision in one transaction."""
-    async with engine.connect() as connection:
+    # Alembic keeps its running context in module globals (`alembic.context`, `alembic.op`), so two
+    # upgrades interleaving on one loop would run each other's statements: one at a time per loop.
+    async with _loop_lock(), engine.connect() as connection:
         await connection.execution_options(**SQLITE_WRITE_LOCK)
         async with connection.begin():
             await connection.run_sync(_upgrade_on)

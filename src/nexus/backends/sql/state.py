@@ -5,11 +5,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from alembic.util import CommandError
 from sqlalchemy import text
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nexus.backends.sql.audit_sink import DEFAULT_MAX_BATCH, SqlAuditSink
@@ -18,6 +20,7 @@ from nexus.backends.sql.engine import (
     STORE_ERRORS,
     create_state_engine,
     describe_failure,
+    is_memory_sqlite,
     normalize_url,
     reading,
     safe_url,
@@ -70,6 +73,7 @@ async def open_state(url: str = DEFAULT_STATE_URL, *, audit_max_batch: int = DEF
         DependencyUnavailableError: the database cannot be reached or opened.
     """
     parsed = normalize_url(url)
+    _require_sqlite_directory(parsed)
     engine = create_state_engine(parsed)
     try:
         await upgrade(engine)
@@ -87,3 +91,14 @@ async def open_state(url: str = DEFAULT_STATE_URL, *, audit_max_batch: int = DEF
         await engine.dispose()
         raise
     return SqlState(engine, audit_max_batch=audit_max_batch)
+
+
+def _require_sqlite_directory(url: URL) -> None:
+    # SQLite would fail to create the file anyway; saying which directory is missing is clearer.
+    if url.get_backend_name() != "sqlite" or is_memory_sqlite(url) or url.database is None:
+        return
+    directory = Path(url.database).expanduser().parent
+    if not directory.is_dir():
+        raise ConfigurationError(
+            f"state_url names a SQLite file in {str(directory)!r}, which is not a directory."
+        )
