@@ -74,7 +74,8 @@ def redis_url() -> str:
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
 
 
-async def _empty_postgres(url: str) -> None:
+async def empty_postgres(url: str) -> None:
+    """Drop every table of the session's database, leaving it as freshly created."""
     # The session owns this database, so wiping its schema cannot disturb anyone else.
     connection = await asyncpg.connect(url)
     try:
@@ -88,7 +89,7 @@ async def fresh_state_url(backend: str, request: pytest.FixtureRequest, tmp_path
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'nexus.db'}"
     url: str = request.getfixturevalue("postgres_database")
-    await _empty_postgres(url)
+    await empty_postgres(url)
     return url
 
 
@@ -96,6 +97,12 @@ async def fresh_state_url(backend: str, request: pytest.FixtureRequest, tmp_path
 async def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty SQL state database, once per SQL backend."""
     return await fresh_state_url(request.param, request, tmp_path)
+
+
+@pytest.fixture
+async def postgres_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty PostgreSQL state database, for tests about PostgreSQL alone."""
+    return await fresh_state_url("postgres", request, tmp_path)
 
 
 @pytest.fixture

@@ -214,3 +214,23 @@ async def test_the_failure_message_names_no_database_detail(sql_state: SqlState)
 
     assert "audit_records" not in caught.value.message
     assert caught.value.__cause__ is not None
+
+
+@pytest.mark.postgres
+async def test_records_commit_after_the_server_drops_every_connection(postgres_url: str) -> None:
+    state = await open_state(postgres_url)
+    try:
+        await state.audit.record(make_record("before"))
+        async with state.engine.connect() as connection:
+            await connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+
+        await state.audit.record(make_record("after"))
+
+        assert [record.request_id for record in await state.audit.query()] == ["after", "before"]
+    finally:
+        await state.close()

@@ -16,6 +16,7 @@ from typing import Any, Final
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from nexus.backends.sql.batch_writer import BatchWriter, batch_writer_for
 from nexus.backends.sql.engine import STORE_ERRORS, reading, unavailable
 from nexus.backends.sql.schema import audit_records, require_aware
 from nexus.core.types import Action, AuditRecord, Channel, Outcome
@@ -48,10 +49,13 @@ class SqlAuditSink:
     The writer task starts on the event loop of the first `record` (or `start`) and stays bound to it.
     """
 
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, max_batch: int = DEFAULT_MAX_BATCH, writer: BatchWriter | None = None
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._engine = engine
+        self._writer_path = writer if writer is not None else batch_writer_for(engine)
         self._max_batch = max_batch
         self._queue: deque[_Pending] = deque()
         self._wakeup: asyncio.Event | None = None
@@ -100,10 +104,12 @@ class SqlAuditSink:
     async def close(self) -> None:
         """Commit what is pending, then stop the writer; later `record` calls raise."""
         self._closed = True
-        if self._writer is None or self._wakeup is None or self._writer.done():
-            return
-        self._wakeup.set()
-        await asyncio.shield(self._writer)
+        try:
+            if self._writer is not None and self._wakeup is not None and not self._writer.done():
+                self._wakeup.set()
+                await asyncio.shield(self._writer)
+        finally:
+            await self._writer_path.close()
 
     def _writer_wakeup(self) -> asyncio.Event:
         loop = asyncio.get_running_loop()
@@ -135,8 +141,7 @@ class SqlAuditSink:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
-            async with self._engine.begin() as connection:
-                await connection.execute(audit_records.insert(), [pending.row for pending in batch])
+            await self._writer_path.write([pending.row for pending in batch])
         except STORE_ERRORS as exc:
             # Every waiter learns its record is not durable; the writer lives on for later batches.
             _log.exception("audit batch of %d records failed to commit", len(batch))

@@ -73,14 +73,14 @@ def create_state_engine(url: URL) -> AsyncEngine:
         # it; StaticPool would hand the same connection to two transactions at once.
         options = {"poolclass": AsyncAdaptedQueuePool, "pool_size": 1, "max_overflow": 0}
     engine = create_async_engine(url, **options)
-    event.listen(engine.sync_engine, "connect", _configure_sqlite_connection)
-    event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
+    event.listen(engine.sync_engine, "connect", configure_sqlite_connection)
+    event.listen(engine.sync_engine, "begin", begin_sqlite_transaction)
     return engine
 
 
-def _configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None:
+def configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None:
     # pysqlite's legacy mode skips BEGIN before DDL and SELECT; SQLAlchemy emits BEGIN instead
-    # (see _begin_sqlite_transaction) so migrations and reads are real transactions.
+    # (see begin_sqlite_transaction) so migrations and reads are real transactions.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
@@ -93,7 +93,7 @@ def _configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None
         cursor.close()
 
 
-def _begin_sqlite_transaction(connection: Connection) -> None:
+def begin_sqlite_transaction(connection: Connection) -> None:
     statement = connection.get_execution_options().get("nexus_sqlite_begin", "BEGIN")
     if statement not in ("BEGIN", SQLITE_WRITE_LOCK["nexus_sqlite_begin"]):
         raise ValueError(f"unknown SQLite BEGIN form {statement!r}")
