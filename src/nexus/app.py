@@ -179,6 +179,8 @@ class Nexus:
                 log_level="warning",
                 access_log=False,
                 server_header=False,
+                # Forwarded headers are not trusted from anyone until proxies are configured.
+                proxy_headers=False,
                 http="httptools",
                 ws="none",
             )

@@ -1,30 +1,37 @@
-"""The REST channel (and the server side of the CLI channel): parse, call the pipeline, render.
+"""The REST channel: parse, call the pipeline, render.
 
-Hot routes are plain Starlette routes inside the FastAPI app, so a call costs no dependency
-resolution; the OpenAPI document is built from the catalog instead. Never imports backends.
+Workflow routes are hot ASGI routes (see `asgi.py`) in front of a FastAPI app that serves health,
+readiness, metrics and the docs; the OpenAPI document is built from the catalog. Never imports backends.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
 
 from nexus.channels import codec
+from nexus.channels.asgi import (
+    JSON,
+    PROBLEM,
+    AsgiApp,
+    HotRoute,
+    HotRouter,
+    HttpAnswer,
+    HttpCall,
+    ok,
+    problem,
+    request_id_from,
+)
 from nexus.channels.openapi import build_openapi
-from nexus.core.pipeline import Pipeline, new_request_id
-from nexus.core.types import Channel, Credential, Invocation
-from nexus.errors import InvalidInputError, NexusError, PayloadTooLargeError
-
-JSON = "application/json"
-PROBLEM = "application/problem+json"
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
+from nexus.core.pipeline import Pipeline
+from nexus.core.types import Channel, Invocation
+from nexus.errors import InvalidInputError, NexusError
 
 CLI_PREFIX = "/cli/v1"
 
@@ -43,115 +50,77 @@ class HttpOptions:
     version: str
 
 
-def credential_from(headers: Any) -> Credential | None:
-    """Bearer token or X-API-Key header; the same for the REST and CLI channels."""
-    authorization: str | None = headers.get("authorization")
-    if authorization:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return Credential(scheme="bearer", secret=token.strip())
-        return Credential(scheme=scheme.lower(), secret=token.strip())
-    api_key: str | None = headers.get("x-api-key")
-    return Credential(scheme="api_key", secret=api_key) if api_key else None
-
-
-def request_id_from(headers: Any) -> str:
-    given: str | None = headers.get("x-request-id")
-    return given if given and _REQUEST_ID.fullmatch(given) else new_request_id()
-
-
 def problem_response(error: NexusError, request_id: str, instance: str) -> Response:
-    body = error.to_problem(instance=instance)
-    body["request_id"] = request_id
-    headers = {"x-request-id": request_id}
-    if error.http_status == 401:
-        headers["www-authenticate"] = 'Bearer realm="nexus"'
-    retry_after = body.get("retry_after")
-    if isinstance(retry_after, int):
-        headers["retry-after"] = str(retry_after)
-    return Response(codec.dumps(body), status_code=error.http_status, media_type=PROBLEM, headers=headers)
-
-
-def _ok(document: Any, request_id: str) -> Response:
-    return Response(codec.dumps(document), media_type=JSON, headers={"x-request-id": request_id})
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"The request body is larger than {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"The request body is larger than {limit} bytes.")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """`problem` as a Starlette response, for code that answers through Starlette."""
+    answer = problem(error, request_id, instance)
+    return Response(answer.body, answer.status, dict(answer.headers), answer.media_type)
 
 
 class WorkflowRoutes:
-    """The workflow routes of one channel (REST, or the CLI channel's endpoints)."""
+    """The workflow routes of one channel: list, describe, execute."""
 
     def __init__(self, pipeline: Pipeline, channel: Channel, options: HttpOptions) -> None:
         self._pipeline = pipeline
         self._channel = channel
         self._options = options
 
-    def routes(self, prefix: str) -> list[Route]:
+    def routes(self, prefix: str) -> list[HotRoute]:
         return [
-            Route(f"{prefix}/workflows", self.list_workflows, methods=["GET"]),
-            Route(f"{prefix}/workflows/{{name}}", self.describe, methods=["GET"]),
-            Route(f"{prefix}/workflows/{{name}}/execute", self.execute, methods=["POST"]),
+            HotRoute("GET", f"{prefix}/workflows", self.list_workflows),
+            HotRoute("GET", f"{prefix}/workflows/{{name}}", self.describe),
+            HotRoute("POST", f"{prefix}/workflows/{{name}}/execute", self.execute),
         ]
 
-    def _invocation(self, request: Request, workflow: str, inputs: dict[str, Any]) -> Invocation:
-        client = request.client
+    def invocation(self, call: HttpCall, workflow: str, inputs: Mapping[str, Any]) -> Invocation:
         return Invocation(
-            request_id=request_id_from(request.headers),
+            request_id=call.request_id,
             channel=self._channel,
             workflow=workflow,
             inputs=inputs,
-            credential=credential_from(request.headers),
-            client_addr=client.host if client else "",
+            credential=call.credential,
+            client_addr=call.client_addr,
         )
 
-    async def execute(self, request: Request) -> Response:
-        invocation = self._invocation(request, request.path_params["name"], {})
+    async def execute(self, call: HttpCall) -> HttpAnswer:
+        invocation = self.invocation(call, call.params["name"], {})
         try:
-            body = codec.loads_object(
-                await _read_body(request, self._options.max_body_bytes), what="The body"
-            )
+            body = codec.loads_object(await call.body(self._options.max_body_bytes), what="The body")
             inputs = body.get("inputs", {})
             if not isinstance(inputs, dict) or set(body) - {"inputs"}:
                 raise InvalidInputError('The body must be {"inputs": {...}}.')
             result = await self._pipeline.execute(replace(invocation, inputs=inputs))
         except NexusError as error:
-            return problem_response(error, invocation.request_id, request.url.path)
-        return _ok(codec.result_document(result), invocation.request_id)
+            return problem(error, invocation.request_id, call.path)
+        return ok(codec.result_document(result), invocation.request_id)
 
-    async def describe(self, request: Request) -> Response:
-        invocation = self._invocation(request, request.path_params["name"], {})
+    async def describe(self, call: HttpCall) -> HttpAnswer:
+        invocation = self.invocation(call, call.params["name"], {})
         try:
             info = await self._pipeline.describe(invocation)
         except NexusError as error:
-            return problem_response(error, invocation.request_id, request.url.path)
-        return _ok(codec.info_document(info, with_schema=True), invocation.request_id)
+            return problem(error, invocation.request_id, call.path)
+        return ok(codec.info_document(info, with_schema=True), invocation.request_id)
 
-    async def list_workflows(self, request: Request) -> Response:
-        invocation = self._invocation(request, "*", {})
+    async def list_workflows(self, call: HttpCall) -> HttpAnswer:
+        invocation = self.invocation(call, "*", {})
         try:
             infos = await self._pipeline.list_workflows(invocation)
         except NexusError as error:
-            return problem_response(error, invocation.request_id, request.url.path)
+            return problem(error, invocation.request_id, call.path)
         listing = [codec.info_document(info, with_schema=False) for info in infos]
-        return _ok({"workflows": listing}, invocation.request_id)
+        return ok({"workflows": listing}, invocation.request_id)
 
 
 def build_http_app(
-    pipeline: Pipeline, options: HttpOptions, *, extra_routes: Iterable[BaseRoute] = ()
-) -> FastAPI:
-    """The ASGI app of the API port: REST, `extra_routes` (the CLI channel), health, metrics, docs."""
+    pipeline: Pipeline, options: HttpOptions, *, extra_routes: Iterable[HotRoute] = ()
+) -> AsgiApp:
+    """The ASGI app of the API port: REST and `extra_routes` (the CLI channel) as hot routes,
+    and behind them a FastAPI app for health, readiness, metrics and the docs."""
+    hot = [*WorkflowRoutes(pipeline, Channel.API, options).routes(""), *extra_routes]
+    return HotRouter(hot, fallback=_framework_app(pipeline, options))
+
+
+def _framework_app(pipeline: Pipeline, options: HttpOptions) -> FastAPI:
     app = FastAPI(
         title=options.title,
         version=options.version,
@@ -159,9 +128,6 @@ def build_http_app(
         redoc_url=None,
         openapi_url="/openapi.json" if options.docs_enabled else None,
     )
-    for route in WorkflowRoutes(pipeline, Channel.API, options).routes(""):
-        app.router.routes.append(route)
-    app.router.routes.extend(extra_routes)
     _add_operational_routes(app, options)
     _add_error_handlers(app)
     if options.docs_enabled:

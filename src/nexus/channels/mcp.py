@@ -27,7 +27,8 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from nexus.channels import codec
-from nexus.channels.http import PROBLEM, credential_from, problem_response, request_id_from
+from nexus.channels.asgi import PROBLEM, credential_from, request_id_from
+from nexus.channels.http import problem_response
 from nexus.core.pipeline import ALL_WORKFLOWS, Pipeline, new_request_id
 from nexus.core.types import Channel, Credential, Invocation, WorkflowInfo
 from nexus.errors import AuthenticationError, InvalidInputError, NexusError, PayloadTooLargeError

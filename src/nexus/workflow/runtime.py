@@ -8,6 +8,7 @@ connections feed outputs downstream. Later sources win: flat < targeted < connec
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -20,6 +21,15 @@ from nexus.workflow.node import Node, NodeTimeoutError
 Results = dict[str, dict[str, Any]]
 DEFAULT_NODE_TIMEOUT_S = 30.0
 _NO_CONTEXT: Mapping[str, Any] = MappingProxyType({})
+
+
+# Run ids only need to be unique: a random per-process prefix and a counter cost no syscall.
+_RUN_PREFIX = os.urandom(8).hex()
+_RUN_COUNTER = itertools.count(1)
+
+
+def new_run_id() -> str:
+    return f"{_RUN_PREFIX}{next(_RUN_COUNTER):016x}"
 
 
 class AsyncLocalRuntime:
@@ -58,7 +68,7 @@ class AsyncLocalRuntime:
         if workflow.declares_inputs:
             flat = workflow.validate_inputs(flat)
         run = _Run(workflow, flat, targeted, context or _NO_CONTEXT, self.node_timeout_s)
-        return await run.all_nodes(), run_id or os.urandom(16).hex()
+        return await run.all_nodes(), run_id or new_run_id()
 
 
 class LocalRuntime:

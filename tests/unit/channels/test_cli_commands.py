@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from starlette.applications import Starlette
 from typer.testing import CliRunner, Result
 
 from nexus.backends.counters import MemoryCounterStore
 from nexus.backends.memory import MemoryAuditSink, MemoryKeyStore
+from nexus.channels.asgi import HotRouter
 from nexus.channels.cli.main import parse_params
 from nexus.channels.cli.problem import Failure
 from nexus.channels.cli.server import cli_routes
@@ -78,9 +78,7 @@ def serving(*, rate_limit: int | None = None) -> Iterator[tuple[str, str]]:
     options = HttpOptions(4096, False, "/metrics", None, always_ready, True, "t", "0")
     # The socket listens before uvicorn starts, so early requests wait in the backlog: no polling.
     sock = listening_socket()
-    config = uvicorn.Config(
-        Starlette(routes=cli_routes(pipeline, options)), lifespan="off", log_level="warning"
-    )
+    config = uvicorn.Config(HotRouter(cli_routes(pipeline, options)), lifespan="off", log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx2
 import pytest
-from starlette.applications import Starlette
 
 from nexus.backends.counters import MemoryCounterStore
 from nexus.backends.memory import MemoryAuditSink, MemoryKeyStore
 from nexus.channels import http
+from nexus.channels.asgi import HotRouter
 from nexus.channels.cli import client as cli_client
 from nexus.channels.cli.server import cli_routes
 from nexus.core.audit import Auditor
@@ -105,7 +105,7 @@ async def rig(*, auth: bool = False, rate_limit: int | None = None) -> AsyncIter
         title="t",
         version="0",
     )
-    app = Starlette(routes=cli_routes(pipeline, options))
+    app = HotRouter(cli_routes(pipeline, options))
     transport = httpx2.ASGITransport(app=app)
     async with httpx2.AsyncClient(transport=transport, base_url="http://test/cli/v1") as client:
         try:

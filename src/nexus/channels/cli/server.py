@@ -1,4 +1,4 @@
-"""The server side of the CLI channel: Starlette routes under `/cli/v1` that the `nexus` command calls.
+"""The server side of the CLI channel: hot routes under `/cli/v1` that the `nexus` command calls.
 
 Listing and describing are the REST handlers bound to `Channel.CLI`; running takes raw `key=value`
 strings and coerces them by the input schema before the pipeline. Never imports backends.
@@ -9,22 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
-
 from nexus.channels import codec
+from nexus.channels.asgi import HotRoute, HttpAnswer, HttpCall, ok, problem
 from nexus.channels.cli.coerce import coerce_params
-from nexus.channels.http import (
-    CLI_PREFIX,
-    JSON,
-    HttpOptions,
-    WorkflowRoutes,
-    _read_body,
-    credential_from,
-    problem_response,
-    request_id_from,
-)
+from nexus.channels.http import CLI_PREFIX, HttpOptions, WorkflowRoutes
 from nexus.core.pipeline import Pipeline
 from nexus.core.types import Channel, Invocation
 from nexus.errors import InvalidInputError, NexusError
@@ -39,26 +27,23 @@ class CliRun:
         self._pipeline = pipeline
         self._max_body_bytes = options.max_body_bytes
 
-    async def run(self, request: Request) -> Response:
-        request_id = request_id_from(request.headers)
-        name: str = request.path_params["name"]
+    async def run(self, call: HttpCall) -> HttpAnswer:
+        request_id = call.request_id
+        name = call.params["name"]
         try:
-            params = _params_of(
-                codec.loads_object(await _read_body(request, self._max_body_bytes), what="The body")
-            )
+            params = _params_of(codec.loads_object(await call.body(self._max_body_bytes), what="The body"))
             invocation = Invocation(
                 request_id=request_id,
                 channel=Channel.CLI,
                 workflow=name,
                 inputs=coerce_params(params, self._schema_of(name)),
-                credential=credential_from(request.headers),
-                client_addr=request.client.host if request.client else "",
+                credential=call.credential,
+                client_addr=call.client_addr,
             )
             result = await self._pipeline.execute(invocation)
         except NexusError as error:
-            return problem_response(error, request_id, request.url.path)
-        body = codec.dumps(codec.result_document(result))
-        return Response(body, media_type=JSON, headers={"x-request-id": request_id})
+            return problem(error, request_id, call.path)
+        return ok(codec.result_document(result), request_id)
 
     def _schema_of(self, name: str) -> Mapping[str, Any]:
         # Only steers coercion; the response never depends on it, so it cannot reveal a hidden workflow.
@@ -73,11 +58,11 @@ def _params_of(body: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def cli_routes(pipeline: Pipeline, options: HttpOptions) -> list[Route]:
-    """The CLI channel's routes, mounted under `CLI_PREFIX` on the API port."""
+def cli_routes(pipeline: Pipeline, options: HttpOptions) -> list[HotRoute]:
+    """The CLI channel's routes, served under `CLI_PREFIX` on the API port."""
     shared = WorkflowRoutes(pipeline, Channel.CLI, options)
     return [
-        Route(f"{CLI_PREFIX}/workflows", shared.list_workflows, methods=["GET"]),
-        Route(f"{CLI_PREFIX}/workflows/{{name}}", shared.describe, methods=["GET"]),
-        Route(f"{CLI_PREFIX}/workflows/{{name}}/run", CliRun(pipeline, options).run, methods=["POST"]),
+        HotRoute("GET", f"{CLI_PREFIX}/workflows", shared.list_workflows),
+        HotRoute("GET", f"{CLI_PREFIX}/workflows/{{name}}", shared.describe),
+        HotRoute("POST", f"{CLI_PREFIX}/workflows/{{name}}/run", CliRun(pipeline, options).run),
     ]
