@@ -7,7 +7,7 @@ readiness, metrics and the docs; the OpenAPI document is built from the catalog.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
@@ -71,9 +71,11 @@ class WorkflowRoutes:
             HotRoute("POST", f"{prefix}/workflows/{{name}}/execute", self.execute),
         ]
 
-    def invocation(self, call: HttpCall, workflow: str, inputs: Mapping[str, Any]) -> Invocation:
+    def invocation(
+        self, call: HttpCall, workflow: str, inputs: Mapping[str, Any], request_id: str | None = None
+    ) -> Invocation:
         return Invocation(
-            request_id=call.request_id,
+            request_id=request_id or call.request_id,
             channel=self._channel,
             workflow=workflow,
             inputs=inputs,
@@ -82,16 +84,26 @@ class WorkflowRoutes:
         )
 
     async def execute(self, call: HttpCall) -> HttpAnswer:
-        invocation = self.invocation(call, call.params["name"], {})
+        request_id = call.request_id
         try:
             body = codec.loads_object(await call.body(self._options.max_body_bytes), what="The body")
-            inputs = body.get("inputs", {})
-            if not isinstance(inputs, dict) or set(body) - {"inputs"}:
-                raise InvalidInputError('The body must be {"inputs": {...}}.')
-            result = await self._pipeline.execute(replace(invocation, inputs=inputs))
         except NexusError as error:
-            return problem(error, invocation.request_id, call.path)
-        return ok(codec.result_document(result), invocation.request_id)
+            # Unreadable bodies are still calls: they go through the pipeline, which audits them.
+            return await self._refuse(call, request_id, error)
+        inputs = body.get("inputs", {})
+        if not isinstance(inputs, dict) or len(body) > 1 or (body and "inputs" not in body):
+            shape = InvalidInputError('The body must be {"inputs": {...}}.')
+            return await self._refuse(call, request_id, shape)
+        invocation = self.invocation(call, call.params["name"], inputs, request_id)
+        try:
+            result = await self._pipeline.execute(invocation)
+        except NexusError as error:
+            return problem(error, request_id, call.path)
+        return ok(codec.result_document(result), request_id)
+
+    async def _refuse(self, call: HttpCall, request_id: str, error: NexusError) -> HttpAnswer:
+        invocation = self.invocation(call, call.params["name"], {}, request_id)
+        return problem(await self._pipeline.refuse(invocation, error), request_id, call.path)
 
     async def describe(self, call: HttpCall) -> HttpAnswer:
         invocation = self.invocation(call, call.params["name"], {})

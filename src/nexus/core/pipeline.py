@@ -105,7 +105,9 @@ class Pipeline:
         self._runtime = runtime
 
     async def execute(self, invocation: Invocation) -> Result:
-        return await self._call(replace(invocation, action=Action.EXECUTE), self._run)
+        if invocation.action is not Action.EXECUTE:
+            invocation = replace(invocation, action=Action.EXECUTE)
+        return await self._call(invocation, self._run)
 
     async def describe(self, invocation: Invocation) -> WorkflowInfo:
         return await self._call(replace(invocation, action=Action.READ), self._describe)
@@ -113,6 +115,22 @@ class Pipeline:
     async def list_workflows(self, invocation: Invocation) -> Sequence[WorkflowInfo]:
         listing = replace(invocation, action=Action.READ, workflow=ALL_WORKFLOWS)
         return await self._call(listing, self._list)
+
+    async def refuse(self, invocation: Invocation, error: NexusError) -> NexusError:
+        """A call the channel could not parse: admit it as usual, fail it with `error`, audit it.
+
+        Returns the error to render: `error`, or the admission's own (401, 404, 429) when that
+        came first, so a malformed request learns nothing an ordinary one would not.
+        """
+
+        async def fail(_: Invocation) -> None:
+            raise error
+
+        try:
+            await self._call(invocation, fail)
+        except NexusError as raised:
+            return raised
+        return error
 
     async def authenticate(self, invocation: Invocation) -> Invocation:
         """Identify only (for transports that must refuse before parsing); failures are audited."""
@@ -154,7 +172,7 @@ class Pipeline:
 
     async def _identify(self, invocation: Invocation) -> Invocation:
         principal = await self.authenticator.authenticate(invocation.credential, invocation.channel)
-        return replace(invocation, principal=principal)
+        return invocation if principal is invocation.principal else replace(invocation, principal=principal)
 
     def _authorize(self, invocation: Invocation, trail: _Trail) -> Decision:
         if invocation.workflow == ALL_WORKFLOWS:

@@ -7,6 +7,7 @@ strings and coerces them by the input schema before the pipeline. Never imports 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from nexus.channels import codec
@@ -30,17 +31,22 @@ class CliRun:
     async def run(self, call: HttpCall) -> HttpAnswer:
         request_id = call.request_id
         name = call.params["name"]
+        invocation = Invocation(
+            request_id=request_id,
+            channel=Channel.CLI,
+            workflow=name,
+            inputs={},
+            credential=call.credential,
+            client_addr=call.client_addr,
+        )
         try:
             params = _params_of(codec.loads_object(await call.body(self._max_body_bytes), what="The body"))
-            invocation = Invocation(
-                request_id=request_id,
-                channel=Channel.CLI,
-                workflow=name,
-                inputs=coerce_params(params, self._schema_of(name)),
-                credential=call.credential,
-                client_addr=call.client_addr,
-            )
-            result = await self._pipeline.execute(invocation)
+        except NexusError as error:
+            # Unreadable bodies are still calls: the pipeline admits and audits them, then refuses.
+            return problem(await self._pipeline.refuse(invocation, error), request_id, call.path)
+        try:
+            coerced = replace(invocation, inputs=coerce_params(params, self._schema_of(name)))
+            result = await self._pipeline.execute(coerced)
         except NexusError as error:
             return problem(error, request_id, call.path)
         return ok(codec.result_document(result), request_id)
