@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)  ## serve the demo app: REST on :8000, MCP on :3000, state in ./nexus.db
-	$(BIN)/nexus serve examples.demo:app
+	$(BIN)/nexus serve examples.demo:app $(DEMO_ARGS)
 
 test: $(STAMP)  ## services, lint, types, layer contract, then the whole test suite
 	scripts/test

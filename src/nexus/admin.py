@@ -24,11 +24,11 @@ from nexus.errors import InternalError, InvalidInputError, NexusError
 _USAGE = InvalidInputError.exit_code
 
 
-def serve(spec: str) -> None:
+def serve(spec: str, *, api_port: int | None = None, mcp_port: int | None = None) -> None:
     """`nexus serve`: serve the app's API and MCP ports until Ctrl-C."""
     app = load_app(spec)
     with contextlib.suppress(KeyboardInterrupt):
-        app.start()
+        app.start(api_port=api_port, mcp_port=mcp_port)
 
 
 def serve_mcp(spec: str) -> None:

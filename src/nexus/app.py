@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from nexus.core.catalog import Catalog, Registration
@@ -102,15 +103,18 @@ class Nexus:
 
     # -- serving ---------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, *, api_port: int | None = None, mcp_port: int | None = None) -> None:
         """Serve the API and MCP ports until interrupted (Ctrl-C stops cleanly).
+
+        `api_port` / `mcp_port` override the constructor's for this run (as `nexus serve
+        --api-port` does).
 
         This owns the process, so it also shortens the interpreter's thread switch interval: the
         audit writer thread then gets the GIL back within 1 ms of its fsync instead of 5 ms,
         which is what keeps durable audit from stalling every waiting response.
         """
         sys.setswitchinterval(_SWITCH_INTERVAL_S)
-        sockets = self._bind()
+        sockets = self._bind(api_port, mcp_port)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(self._serve(sockets, lambda: None))
 
@@ -154,14 +158,23 @@ class Nexus:
             self._request_stop()
             await task
 
-    def _bind(self) -> list[socket.socket]:
+    def _bind(self, api_port: int | None = None, mcp_port: int | None = None) -> list[socket.socket]:
         if self._serving:
             raise ConfigurationError("This app is already serving.")
         for section in self._settings.sections():
             section.freeze()
-        opts = self.options
+        opts = replace(
+            self.options,
+            api_port=self.options.api_port if api_port is None else api_port,
+            mcp_port=self.options.mcp_port if mcp_port is None else mcp_port,
+        )
         try:
+            check_options(opts)
             sockets = [_listen(opts.host, opts.api_port), _listen(opts.host, opts.mcp_port)]
+        except ConfigurationError:
+            for section in self._settings.sections():
+                section.thaw()
+            raise
         except OSError as exc:
             for section in self._settings.sections():
                 section.thaw()

@@ -25,12 +25,18 @@ AppSpec = Annotated[str, typer.Argument(metavar="MODULE:APP", help="Where the Ne
 
 
 @app.command()
-def serve(target: AppSpec) -> None:
+def serve(
+    target: AppSpec,
+    api_port: Annotated[
+        int | None, typer.Option(metavar="PORT", help="Serve the REST and CLI channels here instead.")
+    ] = None,
+    mcp_port: Annotated[int | None, typer.Option(metavar="PORT", help="Serve MCP here instead.")] = None,
+) -> None:
     """Serve an app's API and MCP ports until Ctrl-C."""
     with reporting():
         from nexus import admin
 
-        admin.serve(target)
+        admin.serve(target, api_port=api_port, mcp_port=mcp_port)
 
 
 @app.command()

@@ -175,7 +175,7 @@ class InputValidator:
         errors = self._errors(values)
         if errors:
             summary = "; ".join(f"{error['path'] or '(root)'}: {error['message']}" for error in errors)
-            raise InvalidInputError(f"invalid input: {summary}", errors=errors)
+            raise InvalidInputError(summary, errors=errors)
         return values
 
     def _passes_fast(self, values: dict[str, Any]) -> bool:
