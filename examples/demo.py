@@ -3,10 +3,13 @@
 Serve it with `nexus serve examples.demo:app`; REST on 127.0.0.1:8000, MCP on 127.0.0.1:3000/mcp.
 """
 
+import os
+
 from nexus import Nexus
 from nexus.workflow.builder import WorkflowBuilder
 
-app = Nexus()
+# The state file is ./nexus.db unless NEXUS_STATE_URL names another store.
+app = Nexus(state_url=os.environ.get("NEXUS_STATE_URL", "sqlite:///./nexus.db"))
 
 add = WorkflowBuilder()
 add.add_input("a", int, description="First addend")
