@@ -1,4 +1,4 @@
-"""Backend fixtures shared by the contract suites: each port runs against every backend.
+"""Fixtures shared by the suites: real backends, each port against every backend.
 
 Real servers only. A missing PostgreSQL or Redis skips its tests, except under CI=true, where it fails.
 """
