@@ -234,3 +234,16 @@ async def test_records_commit_after_the_server_drops_every_connection(postgres_u
         assert [record.request_id for record in await state.audit.query()] == ["after", "before"]
     finally:
         await state.close()
+
+
+async def test_a_batch_larger_than_one_insert_statement_commits_every_record(state_url: str) -> None:
+    state = await open_state(state_url, audit_max_batch=3000)
+    try:
+        await asyncio.gather(*(state.audit.record(make_record(f"big{n}")) for n in range(2100)))
+        stats = state.audit.stats
+        stored = await state.audit.query(limit=5000)
+    finally:
+        await state.close()
+
+    assert stats.records_committed == 2100
+    assert len({record.request_id for record in stored}) == 2100

@@ -21,6 +21,9 @@ from sqlalchemy.pool import NullPool
 from nexus.backends.sql.engine import configure_sqlite_connection, is_memory_sqlite
 from nexus.backends.sql.schema import audit_records
 
+# SQLite binds at most 32766 parameters per statement; 11 columns x 1024 rows stays well below.
+_ROWS_PER_STATEMENT = 1024
+
 
 class BatchWriter(Protocol):
     async def write(self, rows: list[dict[str, Any]]) -> None:
@@ -49,6 +52,9 @@ class ThreadBatchWriter:
 
     The INSERT is compiled by SQLAlchemy once and each column's own bind processor converts the
     values, so rows are stored exactly as through the engine, minus its per-statement overhead.
+    A batch is ONE multi-row INSERT in autocommit mode: SQLite runs it as its own transaction, so
+    the insert, the commit and its fsync happen in one call that holds no GIL. Each extra call
+    would make this thread queue for the GIL behind the busy event loop thread again.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -59,6 +65,11 @@ class ThreadBatchWriter:
         columns = [column for column in audit_records.columns if not column.primary_key]
         compiled = audit_records.insert().compile(dialect=dialect, column_keys=[c.name for c in columns])
         self._sql = str(compiled)
+        head, values_keyword, row = self._sql.rpartition(" VALUES ")
+        if not values_keyword or row.count("?") != len(columns):
+            raise RuntimeError(f"unexpected INSERT form for SQLite: {self._sql!r}")
+        self._head, self._row = f"{head} VALUES ", row
+        self._statements: dict[int, str] = {}
         self._names = [column.name for column in columns]
         self._processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nexus-audit")
@@ -66,8 +77,17 @@ class ThreadBatchWriter:
         self._closed = False
 
     async def write(self, rows: list[dict[str, Any]]) -> None:
-        values = [self._values(row) for row in rows]
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._write, values)
+        chunks = [
+            (self._statement(len(chunk)), [value for row in chunk for value in self._values(row)])
+            for chunk in (rows[i : i + _ROWS_PER_STATEMENT] for i in range(0, len(rows), _ROWS_PER_STATEMENT))
+        ]
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._write, chunks)
+
+    def _statement(self, count: int) -> str:
+        statement = self._statements.get(count)
+        if statement is None:
+            statement = self._statements[count] = self._head + ", ".join([self._row] * count)
+        return statement
 
     def _values(self, row: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(
@@ -75,29 +95,18 @@ class ThreadBatchWriter:
             for value, process in zip((row[name] for name in self._names), self._processors, strict=True)
         )
 
-    def _write(self, values: list[tuple[Any, ...]]) -> None:
+    def _write(self, chunks: list[tuple[str, list[Any]]]) -> None:
         try:
-            self._insert(values)
+            if self._connection is None:
+                self._connection = self._engine.raw_connection()
+            for statement, values in chunks:
+                # Autocommit (isolation_level None, set at connect): the statement is the transaction.
+                self._connection.driver_connection.execute(statement, values)
         except sqlite3.Error as exc:
             # A connection in an unknown state is not reused; the next batch opens a fresh one.
             self._discard()
             # The same exception the async engine would raise, so the sink treats both alike.
             raise DBAPIError.instance(self._sql, None, exc, sqlite3.Error) from exc
-
-    def _insert(self, values: list[tuple[Any, ...]]) -> None:
-        if self._connection is None:
-            self._connection = self._engine.raw_connection()
-        cursor = self._connection.cursor()
-        try:
-            cursor.execute("BEGIN")
-            try:
-                cursor.executemany(self._sql, values)
-                cursor.execute("COMMIT")
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-        finally:
-            cursor.close()
 
     def _discard(self) -> None:
         connection, self._connection = self._connection, None
