@@ -81,7 +81,7 @@ class ApiKeyAuthenticator:
         self._keys = keys
         self._clock = clock
         self._ttl = cache_ttl_s
-        self._cache: dict[str, tuple[ApiKey, float]] = {}
+        self._cache: dict[str, tuple[ApiKey, Principal, float]] = {}
 
     async def authenticate(self, credential: Credential | None, channel: Channel) -> Principal:
         if credential is None:
@@ -90,12 +90,10 @@ class ApiKeyAuthenticator:
         if parsed is None:
             raise AuthenticationError("The credential is not a valid API key.")
         key_id, secret = parsed
-        key = await self._lookup(key_id)
-        if key is None or key.is_revoked or not hmac.compare_digest(key.secret_hash, hash_secret(secret)):
+        entry = await self._lookup(key_id)
+        if entry is None or not hmac.compare_digest(entry[0].secret_hash, hash_secret(secret)):
             raise AuthenticationError("The API key is unknown, revoked or wrong.")
-        return Principal(
-            id=f"key:{key.key_id}", kind="api_key", roles=key.roles, attributes={"name": key.name}
-        )
+        return entry[1]
 
     def forget(self, key_id: str | None = None) -> None:
         """Drop one cached key, or all of them."""
@@ -104,12 +102,19 @@ class ApiKeyAuthenticator:
         else:
             self._cache.pop(key_id, None)
 
-    async def _lookup(self, key_id: str) -> ApiKey | None:
+    async def _lookup(self, key_id: str) -> tuple[ApiKey, Principal] | None:
+        """The active key and the principal it stands for; None for unknown or revoked keys."""
         now = self._clock.monotonic()
         hit = self._cache.get(key_id)
-        if hit is not None and now - hit[1] < self._ttl:
-            return hit[0]
+        if hit is not None and now - hit[2] < self._ttl:
+            return hit[0], hit[1]
         key = await self._keys.get(key_id)
-        if key is not None and self._ttl > 0:
-            self._cache[key_id] = (key, now)
-        return key
+        if key is None or key.is_revoked:
+            self._cache.pop(key_id, None)
+            return None
+        principal = Principal(
+            id=f"key:{key.key_id}", kind="api_key", roles=key.roles, attributes={"name": key.name}
+        )
+        if self._ttl > 0:
+            self._cache[key_id] = (key, principal, now)
+        return key, principal
