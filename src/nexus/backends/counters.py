@@ -6,14 +6,13 @@ Both count with the `limits` library's moving-window strategy; Redis failures be
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING
 
 from limits import RateLimitItemPerSecond
-from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from nexus.backends.local_window import LocalWindowStorage
 from nexus.core.ports import CounterStore
 from nexus.core.types import Usage
 
@@ -41,7 +40,7 @@ class _Window(RateLimitItemPerSecond):
 class _LimitsCounter:
     """The counting both stores share: one strategy over one `limits` storage."""
 
-    def __init__(self, storage: MemoryStorage | RedisStorage) -> None:
+    def __init__(self, storage: LocalWindowStorage | RedisStorage) -> None:
         self._storage = storage
         # Moving window: exact (never more than `limit` in any `window_s` span), so a denied caller
         # retrying after `reset_after_s` really gets in; its O(limit) memory per key is fine here.
@@ -83,7 +82,7 @@ class MemoryCounterStore:
     """Counters in this process only; the default when no `redis_url` is configured."""
 
     def __init__(self) -> None:
-        self._storage = MemoryStorage()
+        self._storage = LocalWindowStorage()
         self._counter = _LimitsCounter(self._storage)
 
     async def hit(self, key: str, *, limit: int, window_s: int, cost: int = 1) -> Usage:
@@ -99,12 +98,7 @@ class MemoryCounterStore:
         return None
 
     async def close(self) -> None:
-        """Stop the storage's expiry task and drop all counters."""
-        timer = self._storage.timer
-        if timer is not None and not timer.done():
-            timer.cancel()
-            # The task swallows its own cancellation; waiting lets it finish before the loop closes.
-            await asyncio.gather(timer, return_exceptions=True)
+        """Drop all counters."""
         await self._storage.reset()
 
 
