@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import httpx2
+import pytest
+
 from nexus import RunningNexus
 from nexus.core.types import Channel, Outcome
 from nexus.testing.clients import ChannelClient
@@ -151,3 +154,21 @@ async def test_rate_limit_is_shared_by_every_channel(
         for channel in (Channel.MCP, Channel.API, Channel.CLI)
     ]
     assert outcomes == [Outcome.SUCCESS, Outcome.SUCCESS, Outcome.RATE_LIMITED]
+
+
+@pytest.mark.parametrize(
+    ("channel", "path"),
+    [(Channel.API, "/workflows/add/execute"), (Channel.CLI, "/cli/v1/workflows/add/run")],
+    ids=["api", "cli"],
+)
+async def test_an_unparseable_body_is_refused_and_still_audited(
+    serve: Callable[..., RunningNexus], channel: Channel, path: str
+) -> None:
+    # MCP has no such case: a body that is not JSON-RPC never becomes a call (the SDK answers it).
+    server = serve()
+    async with httpx2.AsyncClient(base_url=server.api_url) as http:
+        answer = await http.post(path, content=b"{not json", headers={"content-type": "application/json"})
+    assert answer.status_code == 422
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["code"] == "invalid_input"
+    assert await _audited(server, channel, "add") == [(channel.value, "invalid_input", "invalid_input")]

@@ -27,11 +27,11 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from nexus.channels import codec
-from nexus.channels.asgi import PROBLEM, credential_from, request_id_from
+from nexus.channels.asgi import PROBLEM, credential_from, read_body, request_id_from
 from nexus.channels.http import problem_response
 from nexus.core.pipeline import ALL_WORKFLOWS, Pipeline, new_request_id
 from nexus.core.types import Channel, Credential, Invocation, WorkflowInfo
-from nexus.errors import AuthenticationError, InvalidInputError, NexusError, PayloadTooLargeError
+from nexus.errors import AuthenticationError, InvalidInputError, NexusError
 from nexus.settings import McpSettings
 
 log = logging.getLogger("nexus.channels.mcp")
@@ -191,7 +191,7 @@ class McpChannel:
         request_id = request_id_from(headers)
         credential = credential_from(headers)
         try:
-            body = await _read_body(receive, DEFAULT_MAX_REQUEST_BODY_SIZE)
+            body = await read_body(receive, DEFAULT_MAX_REQUEST_BODY_SIZE)
             invocation = Invocation(
                 request_id=request_id,
                 channel=Channel.MCP,
@@ -292,23 +292,6 @@ def _called_tool(body: bytes) -> str:
         if isinstance(name, str) and name:
             return name
     return ALL_WORKFLOWS
-
-
-async def _read_body(receive: Receive, limit: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"The request body is larger than {limit} bytes.")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
