@@ -43,3 +43,9 @@ async def test_a_database_at_an_unknown_newer_revision_is_refused(tmp_path: Path
 
     with pytest.raises(ConfigurationError, match="does not know"):
         await open_state(url)
+
+
+def test_the_cheap_head_check_names_the_newest_migration_script() -> None:
+    from nexus.backends.sql.upgrade import HEAD_REVISION
+
+    assert head_revision() == HEAD_REVISION

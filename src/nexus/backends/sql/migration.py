@@ -1,7 +1,8 @@
 """Brings a state database to the newest schema with the Alembic scripts shipped in `migrations/`.
 
 Idempotent, and safe when several processes start at once: PostgreSQL serializes them with an
-advisory lock, SQLite with a write-locking BEGIN.
+advisory lock, SQLite with a write-locking BEGIN. Servers run it as a child process
+(`python -m nexus.backends.sql.migration`, URL on stdin) so Alembic never stays in their memory.
 """
 
 from __future__ import annotations
@@ -73,3 +74,36 @@ async def upgrade(engine: AsyncEngine) -> None:
         await connection.execution_options(**SQLITE_WRITE_LOCK)
         async with connection.begin():
             await connection.run_sync(_upgrade_on)
+
+
+async def _upgrade_url(url: str) -> None:
+    from nexus.backends.sql.engine import create_state_engine, normalize_url
+
+    engine = create_state_engine(normalize_url(url))
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+def main() -> int:
+    """Upgrade the database whose URL arrives on stdin (never argv: it may hold a password)."""
+    import sys
+
+    from alembic.util import CommandError
+
+    from nexus.backends.sql.engine import STORE_ERRORS, describe_failure
+    from nexus.backends.sql.upgrade import EXIT_UNAVAILABLE, EXIT_UNKNOWN_REVISION
+
+    try:
+        asyncio.run(_upgrade_url(sys.stdin.readline().strip()))
+    except CommandError:
+        return EXIT_UNKNOWN_REVISION
+    except STORE_ERRORS as exc:
+        print(describe_failure(exc), file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

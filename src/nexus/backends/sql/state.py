@@ -9,7 +9,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from alembic.util import CommandError
 from sqlalchemy import text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,8 +26,8 @@ from nexus.backends.sql.engine import (
     unavailable,
 )
 from nexus.backends.sql.key_store import SqlKeyStore
-from nexus.backends.sql.migration import upgrade
-from nexus.errors import ConfigurationError
+from nexus.backends.sql.upgrade import MigrationFailedError, UnknownRevisionError, migrate
+from nexus.errors import ConfigurationError, DependencyUnavailableError
 
 
 class SqlState:
@@ -76,12 +75,16 @@ async def open_state(url: str = DEFAULT_STATE_URL, *, audit_max_batch: int = DEF
     _require_sqlite_directory(parsed)
     engine = create_state_engine(parsed)
     try:
-        await upgrade(engine)
-    except CommandError as exc:
+        await migrate(engine)
+    except UnknownRevisionError as exc:
         await engine.dispose()
         raise ConfigurationError(
             f"The state database {safe_url(parsed)} has a schema this version of Nexus does not know."
         ) from exc
+    except MigrationFailedError as exc:
+        await engine.dispose()
+        error = DependencyUnavailableError(f"Cannot open the state database {safe_url(parsed)}: {exc}")
+        raise error from exc
     except STORE_ERRORS as exc:
         await engine.dispose()
         # Start-up message for the operator: the URL helps, and render_as_string masks the password.
