@@ -1,7 +1,8 @@
 """`AuditSink` on the SQL state database, with group commit.
 
-Concurrent `record` calls queue their records; one writer task commits everything queued in a single
+Concurrent `record` calls queue their records; one writer commits everything queued in a single
 transaction and then wakes every caller, so a busy node pays one fsync per batch, not per call.
+The writer is a task on the event loop, or for a SQLite file a thread of its own.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Final
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from nexus.backends.sql.batch_writer import BatchWriter, batch_writer_for
+from nexus.backends.sql.batch_writer import AsyncBatchWriter, BatchWriter, SqliteWriterThread, is_sqlite_file
 from nexus.backends.sql.engine import STORE_ERRORS, reading, unavailable
 from nexus.backends.sql.schema import audit_records, require_aware
 from nexus.core.types import Action, AuditRecord, Channel, Outcome
@@ -49,13 +50,13 @@ class SqlAuditSink:
     The writer task starts on the event loop of the first `record` (or `start`) and stays bound to it.
     """
 
-    def __init__(
-        self, engine: AsyncEngine, *, max_batch: int = DEFAULT_MAX_BATCH, writer: BatchWriter | None = None
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = DEFAULT_MAX_BATCH) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._engine = engine
-        self._writer_path = writer if writer is not None else batch_writer_for(engine)
+        self._writer_path: BatchWriter = AsyncBatchWriter(engine)
+        # A SQLite file is group-committed by a thread of its own (see SqliteWriterThread).
+        self._lane = SqliteWriterThread(engine, max_batch=max_batch) if is_sqlite_file(engine) else None
         self._max_batch = max_batch
         self._queue: deque[_Pending] = deque()
         self._wakeup: asyncio.Event | None = None
@@ -65,6 +66,9 @@ class SqlAuditSink:
 
     @property
     def stats(self) -> AuditSinkStats:
+        lane = self._lane
+        if lane is not None:
+            return AuditSinkStats(lane.records_committed, lane.batches_committed, lane.batches_failed)
         return self._stats
 
     async def start(self) -> None:
@@ -80,6 +84,12 @@ class SqlAuditSink:
         if self._closed:
             raise DependencyUnavailableError("The audit trail is closed; the call was not recorded.")
         row = _to_row(record)
+        if self._lane is not None:
+            try:
+                await self._lane.commit(row)
+            except STORE_ERRORS as exc:
+                raise unavailable(_NOT_RECORDED, exc) from exc
+            return
         wakeup = self._writer_wakeup()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(row, done))
@@ -110,6 +120,8 @@ class SqlAuditSink:
                 await asyncio.shield(self._writer)
         finally:
             await self._writer_path.close()
+            if self._lane is not None:
+                await self._lane.close()
 
     def _writer_wakeup(self) -> asyncio.Event:
         loop = asyncio.get_running_loop()

@@ -1,15 +1,17 @@
-"""How one group-commit batch of audit rows reaches the database: the one hot write path.
+"""How group-committed audit rows reach the database: the one hot write path.
 
-A SQLite file is written on one dedicated thread with one connection, so a batch is a single hop
-off the event loop (BEGIN, INSERT of every row, COMMIT with its fsync) instead of one aiosqlite
-round trip per statement. Other databases use the async engine's own connection pool.
+A SQLite file gets `SqliteWriterThread`, a thread that runs the group commit itself; other
+databases (PostgreSQL, in-memory SQLite) use `AsyncBatchWriter` under the sink's writer task.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections import deque
 from typing import Any, Protocol
 
 from sqlalchemy import create_engine, event
@@ -23,6 +25,9 @@ from nexus.backends.sql.schema import audit_records
 
 # SQLite binds at most 32766 parameters per statement; 11 columns x 1024 rows stays well below.
 _ROWS_PER_STATEMENT = 1024
+
+
+_log = logging.getLogger("nexus.backends.sql.audit_sink")
 
 
 class BatchWriter(Protocol):
@@ -47,47 +52,63 @@ class AsyncBatchWriter:
         return None
 
 
-class ThreadBatchWriter:
-    """A SQLite file, written from one dedicated thread (SQLite has one writer at a time anyway).
+class SqliteWriterThread:
+    """Group commit for a SQLite file, driven by one thread of its own.
 
-    The INSERT is compiled by SQLAlchemy once and each column's own bind processor converts the
-    values, so rows are stored exactly as through the engine, minus its per-statement overhead.
-    A batch is ONE multi-row INSERT in autocommit mode: SQLite runs it as its own transaction, so
-    the insert, the commit and its fsync happen in one call that holds no GIL. Each extra call
-    would make this thread queue for the GIL behind the busy event loop thread again.
+    Callers queue rows and wait on a future; the thread takes everything queued (up to
+    `max_batch`), writes it as ONE multi-row INSERT in autocommit mode (insert, commit and fsync in
+    a single call that holds no GIL), wakes those callers, and goes straight on to what queued
+    meanwhile. The commit cadence therefore never waits for the busy event loop to schedule it,
+    and each batch needs the GIL only to start and to hand back its results.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, max_batch: int) -> None:
         url = engine.url.set(drivername="sqlite+pysqlite")
         self._engine: Engine = create_engine(url, poolclass=NullPool)
         event.listen(self._engine, "connect", configure_sqlite_connection)
         dialect = self._engine.dialect
         columns = [column for column in audit_records.columns if not column.primary_key]
         compiled = audit_records.insert().compile(dialect=dialect, column_keys=[c.name for c in columns])
-        self._sql = str(compiled)
-        head, values_keyword, row = self._sql.rpartition(" VALUES ")
+        head, values_keyword, row = str(compiled).rpartition(" VALUES ")
         if not values_keyword or row.count("?") != len(columns):
-            raise RuntimeError(f"unexpected INSERT form for SQLite: {self._sql!r}")
+            raise RuntimeError(f"unexpected INSERT form for SQLite: {compiled}")
         self._head, self._row = f"{head} VALUES ", row
         self._statements: dict[int, str] = {}
         self._names = [column.name for column in columns]
         self._processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nexus-audit")
+        self._max_batch = max_batch
+        self._queue: deque[tuple[tuple[Any, ...], asyncio.Future[None]]] = deque()
+        self._ready = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closing = False
         self._connection: Any = None
-        self._closed = False
+        self.records_committed = 0
+        self.batches_committed = 0
+        self.batches_failed = 0
 
-    async def write(self, rows: list[dict[str, Any]]) -> None:
-        chunks = [
-            (self._statement(len(chunk)), [value for row in chunk for value in self._values(row)])
-            for chunk in (rows[i : i + _ROWS_PER_STATEMENT] for i in range(0, len(rows), _ROWS_PER_STATEMENT))
-        ]
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._write, chunks)
+    async def commit(self, row: dict[str, Any]) -> None:
+        """Queue `row`; return once the statement holding it has committed, or raise its error."""
+        values = self._values(row)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._ready:
+            if self._closing:
+                raise RuntimeError("the audit writer is closed")
+            self._queue.append((values, done))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="nexus-audit", daemon=True)
+                self._thread.start()
+            self._ready.notify()
+        await done
 
-    def _statement(self, count: int) -> str:
-        statement = self._statements.get(count)
-        if statement is None:
-            statement = self._statements[count] = self._head + ", ".join([self._row] * count)
-        return statement
+    async def close(self) -> None:
+        """Write what is queued, then stop the thread and release the connection."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify()
+            thread = self._thread
+        if thread is not None:
+            await asyncio.to_thread(thread.join)
+        self._engine.dispose()
 
     def _values(self, row: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(
@@ -95,41 +116,62 @@ class ThreadBatchWriter:
             for value, process in zip((row[name] for name in self._names), self._processors, strict=True)
         )
 
-    def _write(self, chunks: list[tuple[str, list[Any]]]) -> None:
+    def _statement(self, count: int) -> str:
+        statement = self._statements.get(count)
+        if statement is None:
+            statement = self._statements[count] = self._head + ", ".join([self._row] * count)
+        return statement
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue and not self._closing:
+                    self._ready.wait()
+                if not self._queue:
+                    break
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
+            error = self._write([values for values, _ in batch])
+            for _, done in batch:
+                # A loop closed meanwhile has no caller left to wake.
+                with contextlib.suppress(RuntimeError):
+                    done.get_loop().call_soon_threadsafe(_settle, done, error)
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> BaseException | None:
         try:
             if self._connection is None:
                 self._connection = self._engine.raw_connection()
-            for statement, values in chunks:
+            for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+                chunk = rows[start : start + _ROWS_PER_STATEMENT]
+                values = [value for row in chunk for value in row]
                 # Autocommit (isolation_level None, set at connect): the statement is the transaction.
-                self._connection.driver_connection.execute(statement, values)
+                self._connection.driver_connection.execute(self._statement(len(chunk)), values)
         except sqlite3.Error as exc:
+            _log.exception("audit batch of %d records failed to commit", len(rows))
+            self.batches_failed += 1
             # A connection in an unknown state is not reused; the next batch opens a fresh one.
-            self._discard()
-            # The same exception the async engine would raise, so the sink treats both alike.
-            raise DBAPIError.instance(self._sql, None, exc, sqlite3.Error) from exc
-
-    def _discard(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            connection.invalidate()
-
-    def _close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            connection.close()
-        self._engine.dispose()
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await asyncio.get_running_loop().run_in_executor(self._thread, self._close)
-        self._thread.shutdown(wait=True)
+            connection, self._connection = self._connection, None
+            if connection is not None:
+                connection.invalidate()
+            # The exception the async engine would raise, so callers see one kind of failure.
+            return DBAPIError.instance(self._head, None, exc, sqlite3.Error)
+        self.batches_committed += 1
+        self.records_committed += len(rows)
+        return None
 
 
-def batch_writer_for(engine: AsyncEngine) -> BatchWriter:
-    """The fastest durable writer for `engine`'s database."""
-    url = engine.url
-    if url.get_backend_name() == "sqlite" and not is_memory_sqlite(url):
-        return ThreadBatchWriter(engine)
-    return AsyncBatchWriter(engine)
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    # A caller that was cancelled has a done future; its record is committed, or not, with the rest.
+    if done.done():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
+
+
+def is_sqlite_file(engine: AsyncEngine) -> bool:
+    """True for a SQLite database in a file: the one `SqliteWriterThread` serves."""
+    return engine.url.get_backend_name() == "sqlite" and not is_memory_sqlite(engine.url)
