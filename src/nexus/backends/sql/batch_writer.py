@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import sqlite3
 import threading
-from collections import deque
 from typing import Any, Protocol
 
 from sqlalchemy import create_engine, event
@@ -77,8 +77,9 @@ class SqliteWriterThread:
         self._names = [column.name for column in columns]
         self._processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
         self._max_batch = max_batch
-        self._queue: deque[tuple[tuple[Any, ...], asyncio.Future[None]]] = deque()
-        self._ready = threading.Condition()
+        # SimpleQueue: a put from the event loop is one C call, with no lock for the loop to wait on.
+        self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
+        self._start = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closing = False
         self._connection: Any = None
@@ -88,25 +89,27 @@ class SqliteWriterThread:
 
     async def commit(self, row: dict[str, Any]) -> None:
         """Queue `row`; return once the statement holding it has committed, or raise its error."""
-        values = self._values(row)
+        if self._closing:
+            raise RuntimeError("the audit writer is closed")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        with self._ready:
-            if self._closing:
-                raise RuntimeError("the audit writer is closed")
-            self._queue.append((values, done))
+        self._queue.put((self._values(row), done))
+        if self._thread is None:
+            self._start_thread()
+        await done
+
+    def _start_thread(self) -> None:
+        with self._start:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="nexus-audit", daemon=True)
                 self._thread.start()
-            self._ready.notify()
-        await done
 
     async def close(self) -> None:
         """Write what is queued, then stop the thread and release the connection."""
-        with self._ready:
-            self._closing = True
-            self._ready.notify()
+        self._closing = True
+        with self._start:
             thread = self._thread
         if thread is not None:
+            self._queue.put(None)  # after everything queued before it: FIFO
             await asyncio.to_thread(thread.join)
         self._engine.dispose()
 
@@ -122,14 +125,28 @@ class SqliteWriterThread:
             statement = self._statements[count] = self._head + ", ".join([self._row] * count)
         return statement
 
+    def _next_batch(self) -> tuple[list[_Queued], bool]:
+        """Block for one record, then take what else is queued; the flag says "stop after these"."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
     def _run(self) -> None:
-        while True:
-            with self._ready:
-                while not self._queue and not self._closing:
-                    self._ready.wait()
-                if not self._queue:
-                    break
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
+        stopping = False
+        while not stopping:
+            batch, stopping = self._next_batch()
+            if not batch:
+                continue
             error = self._write([values for values, _ in batch])
             for _, done in batch:
                 # A loop closed meanwhile has no caller left to wake.
@@ -160,6 +177,9 @@ class SqliteWriterThread:
         self.batches_committed += 1
         self.records_committed += len(rows)
         return None
+
+
+_Queued = tuple[tuple[Any, ...], asyncio.Future[None]]
 
 
 def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
