@@ -20,6 +20,7 @@ from nexus.backends.sql.engine import is_memory_sqlite
 HEAD_REVISION: Final = "0001"
 """The newest script in `migrations/versions` (a unit test holds the two together)."""
 
+_ATTEMPTS: Final = 5
 EXIT_UNKNOWN_REVISION: Final = 3
 EXIT_UNAVAILABLE: Final = 4
 
@@ -47,8 +48,21 @@ async def migrate(engine: AsyncEngine) -> None:
     if is_memory_sqlite(engine.url):
         await _migrate_here(engine)
         return
-    if await stored_revision(engine) == HEAD_REVISION:
-        return
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            if await stored_revision(engine) == HEAD_REVISION:
+                return
+            await _upgrade_in_child(engine)
+            return
+        except (MigrationFailedError, DBAPIError) as exc:
+            # Processes creating one SQLite file together can meet SQLite's deadlock guard, which
+            # answers "locked" at once instead of waiting; the upgrade is idempotent, so go again.
+            if attempt == _ATTEMPTS or "locked" not in str(exc):
+                raise
+            await asyncio.sleep(0.1 * attempt)
+
+
+async def _upgrade_in_child(engine: AsyncEngine) -> None:
     url = engine.url.render_as_string(hide_password=False)
     child = await asyncio.create_subprocess_exec(
         sys.executable,
