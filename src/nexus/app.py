@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
@@ -33,7 +32,6 @@ from nexus.workflow import Workflow
 if TYPE_CHECKING:
     from nexus.assembly import Assembly
 
-_SWITCH_INTERVAL_S = 0.001
 _PUBLIC = frozenset({"auth", "monitoring", "api", "mcp"})
 
 
@@ -108,12 +106,7 @@ class Nexus:
 
         `api_port` / `mcp_port` override the constructor's for this run (as `nexus serve
         --api-port` does).
-
-        This owns the process, so it also shortens the interpreter's thread switch interval: the
-        audit writer thread then gets the GIL back within 1 ms of its fsync instead of 5 ms,
-        which is what keeps durable audit from stalling every waiting response.
         """
-        sys.setswitchinterval(_SWITCH_INTERVAL_S)
         sockets = self._bind(api_port, mcp_port)
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(self._serve(sockets, lambda: None))

@@ -148,10 +148,13 @@ class SqliteWriterThread:
             if not batch:
                 continue
             error = self._write([values for values, _ in batch])
+            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
             for _, done in batch:
-                # A loop closed meanwhile has no caller left to wake.
+                by_loop.setdefault(done.get_loop(), []).append(done)
+            for loop, waiting in by_loop.items():
+                # One wake-up per loop per batch; a loop closed meanwhile has no caller left to wake.
                 with contextlib.suppress(RuntimeError):
-                    done.get_loop().call_soon_threadsafe(_settle, done, error)
+                    loop.call_soon_threadsafe(_settle_all, waiting, error)
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -182,14 +185,15 @@ class SqliteWriterThread:
 _Queued = tuple[tuple[Any, ...], asyncio.Future[None]]
 
 
-def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
-    # A caller that was cancelled has a done future; its record is committed, or not, with the rest.
-    if done.done():
-        return
-    if error is None:
-        done.set_result(None)
-    else:
-        done.set_exception(error)
+def _settle_all(waiting: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for done in waiting:
+        # A caller that was cancelled has a done future; its record is committed, or not, with the rest.
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
 
 
 def is_sqlite_file(engine: AsyncEngine) -> bool:
