@@ -13,6 +13,7 @@ from typing import Any
 
 from nexus.backends.prometheus import PrometheusMeter
 from nexus.backends.sql import SqlState, open_state
+from nexus.channels import codec
 from nexus.channels.cli.server import cli_routes
 from nexus.channels.http import HttpOptions, build_http_app
 from nexus.channels.mcp import McpChannel
@@ -135,6 +136,7 @@ async def _build_serving_parts(
         meter=meter,
         clock=assembly.clock,
         runtime=AsyncLocalRuntime(node_timeout_s=settings.api.node_timeout_seconds),
+        encode=codec.dumps,
     )
     http_options = HttpOptions(
         max_body_bytes=settings.api.max_body_bytes,

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 from nexus.core.ports import AuditSink, Clock
 from nexus.core.types import AuditRecord, Invocation, Outcome
 
 _MAX_NAME = 128
+_MAX_TEXT = 512
+# Caller-supplied text (workflow names from URLs, request ids) reaches the store: control
+# characters are replaced, since one NUL byte makes PostgreSQL refuse a whole group-commit batch.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _clean(text: str, limit: int) -> str:
+    return _CONTROL.sub("\ufffd", text[:limit])
 
 
 class Auditor:
@@ -21,15 +31,15 @@ class Auditor:
         await self._sink.record(
             AuditRecord(
                 time=self._clock.now(),
-                request_id=invocation.request_id,
+                request_id=_clean(invocation.request_id, _MAX_NAME),
                 channel=invocation.channel,
-                principal_id=invocation.principal.id,
-                workflow=invocation.workflow[:_MAX_NAME],
+                principal_id=_clean(invocation.principal.id, _MAX_NAME),
+                workflow=_clean(invocation.workflow, _MAX_NAME),
                 action=invocation.action,
                 outcome=outcome,
                 error_code=error_code,
                 duration_ms=round(duration_s * 1000, 3),
-                client_addr=invocation.client_addr,
-                reason=reason,
+                client_addr=_clean(invocation.client_addr, _MAX_NAME),
+                reason=_clean(reason, _MAX_TEXT),
             )
         )

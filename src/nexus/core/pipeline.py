@@ -7,11 +7,12 @@ metrics, denials and failures included. Channels build an `Invocation` and rende
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from nexus.core.audit import Auditor
 from nexus.core.authorization import Authorizer
@@ -94,7 +95,9 @@ class Pipeline:
         meter: Meter,
         clock: Clock,
         runtime: AsyncLocalRuntime,
+        encode: Callable[[Any], object] = json.dumps,
     ) -> None:
+        """`encode` is how channels will serialize outputs; a run whose outputs it refuses fails."""
         self.catalog = catalog
         self.authenticator = authenticator
         self.authorizer = authorizer
@@ -103,6 +106,7 @@ class Pipeline:
         self._meter = meter
         self._clock = clock
         self._runtime = runtime
+        self._encode = encode
 
     async def execute(self, invocation: Invocation) -> Result:
         if invocation.action is not Action.EXECUTE:
@@ -137,7 +141,7 @@ class Pipeline:
         trail = _Trail(invocation)
         started = self._clock.monotonic()
         try:
-            return await self._identify(invocation)
+            return await self._identify_or_count(invocation)
         except NexusError as exc:
             trail.outcome, trail.error_code, trail.reason = outcome_of(exc), exc.code, exc.message
             await self._finish(trail, started)
@@ -147,7 +151,7 @@ class Pipeline:
         trail = _Trail(invocation)
         started = self._clock.monotonic()
         try:
-            invocation = trail.invocation = await self._identify(invocation)
+            invocation = trail.invocation = await self._identify_or_count(invocation)
             decision = self._authorize(invocation, trail)
             trail.reason = decision.reason
             await self._limiter.check(invocation)
@@ -168,7 +172,25 @@ class Pipeline:
         elapsed = self._clock.monotonic() - started
         inv = trail.invocation
         self._meter.observe_call(inv.channel, trail.metric_workflow, trail.outcome, elapsed)
-        await self._auditor.record(inv, trail.outcome, trail.error_code, elapsed, trail.reason)
+        try:
+            await self._auditor.record(inv, trail.outcome, trail.error_code, elapsed, trail.reason)
+        except NexusError:
+            raise
+        except Exception as exc:
+            # No answer leaves without its audit record: an unrecordable call fails closed.
+            log.exception("audit sink failed", extra={"request_id": inv.request_id})
+            raise DependencyUnavailableError(
+                "The audit trail is unavailable; the call was not recorded."
+            ) from exc
+
+    async def _identify_or_count(self, invocation: Invocation) -> Invocation:
+        """Identify; a failed attempt still counts against its client address's rate limit, so
+        guessing keys is throttled like any other traffic (429 once over the limit)."""
+        try:
+            return await self._identify(invocation)
+        except AuthenticationError:
+            await self._limiter.check(invocation)
+            raise
 
     async def _identify(self, invocation: Invocation) -> Invocation:
         principal = await self.authenticator.authenticate(invocation.credential, invocation.channel)
@@ -201,8 +223,19 @@ class Pipeline:
             )
         finally:
             self._meter.observe_workflow(entry.name, self._clock.monotonic() - started)
+        self._check_encodable(outputs)
         duration_ms = round((self._clock.monotonic() - started) * 1000, 3)
         return Result(run_id=run_id, workflow=entry.name, outputs=outputs, duration_ms=duration_ms)
+
+    def _check_encodable(self, outputs: Mapping[str, Mapping[str, Any]]) -> None:
+        """Fail the run, naming the node, when its outputs cannot be sent to any channel."""
+        for node_id, values in outputs.items():
+            try:
+                self._encode(values)
+            except (TypeError, ValueError) as exc:
+                raise WorkflowFailedError(
+                    f"node '{node_id}' returned outputs that cannot be sent as JSON: {exc}", node_id=node_id
+                ) from exc
 
     async def _describe(self, invocation: Invocation) -> WorkflowInfo:
         return self.catalog.get(invocation.workflow).info

@@ -109,3 +109,14 @@ async def test_record_raises_when_the_sink_cannot_store_it(sink: MemoryAuditSink
     await sink.close()
     with pytest.raises(DependencyUnavailableError):
         await Auditor(sink, clock).record(INVOCATION, Outcome.SUCCESS, None, 0.0, "")
+
+
+async def test_control_characters_from_callers_never_reach_the_store(
+    sink: MemoryAuditSink, clock: FakeClock
+) -> None:
+    hostile = replace(INVOCATION, workflow="a\x00b\nc", request_id="r\x00\x1b[2J")
+    await Auditor(sink, clock).record(hostile, Outcome.NOT_FOUND, "workflow_not_found", 0.0, "x\x00y")
+    (record,) = await sink.query()
+    for text in (record.workflow, record.request_id, record.reason):
+        assert not any(ord(char) < 32 or ord(char) == 127 for char in text), text
+    assert record.workflow == "a\ufffdb\ufffdc"

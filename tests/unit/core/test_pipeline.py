@@ -197,20 +197,21 @@ async def rig() -> Rig:
 # -- order -------------------------------------------------------------------------------------------
 
 
-async def test_unauthenticated_call_is_refused_before_authorization_rate_limit_and_execution(
+async def test_unauthenticated_call_is_refused_before_authorization_and_execution_but_counted(
     rig: Rig,
 ) -> None:
     with pytest.raises(AuthenticationError):
         await rig.pipeline.execute(rig.invocation(token=None))
     assert rig.authorizer.calls == []
-    assert rig.limiter.calls == 0
+    # Failed attempts count against the client address, so guessing keys is throttled too.
+    assert rig.limiter.calls == 1
     assert rig.runs == []
 
 
-async def test_wrong_key_is_refused_before_authorization_rate_limit_and_execution(rig: Rig) -> None:
+async def test_wrong_key_is_refused_before_authorization_and_execution_but_counted(rig: Rig) -> None:
     with pytest.raises(AuthenticationError):
         await rig.pipeline.execute(rig.invocation(token="nxk_000000000000_not-the-secret"))
-    assert (rig.authorizer.calls, rig.limiter.calls, rig.runs) == ([], 0, [])
+    assert (rig.authorizer.calls, rig.limiter.calls, rig.runs) == ([], 1, [])
 
 
 async def test_forbidden_call_is_neither_rate_limited_nor_executed(rig: Rig) -> None:
@@ -457,3 +458,26 @@ async def test_listing_fails_when_its_audit_record_cannot_be_written(rig: Rig) -
     await rig.sink.close()
     with pytest.raises(DependencyUnavailableError):
         await rig.pipeline.list_workflows(rig.invocation())
+
+
+async def test_outputs_no_channel_can_encode_fail_the_run_naming_the_node() -> None:
+    rig = await make_rig()
+    odd = WorkflowBuilder().add_node("PythonCodeNode", "odd", {"code": "result = object()"}).build()
+    rig.pipeline.catalog.register("odd", odd)
+    with pytest.raises(WorkflowFailedError) as failure:
+        await rig.pipeline.execute(replace(rig.invocation(), workflow="odd"))
+    assert failure.value.node_id == "odd"
+    (record,) = await rig.sink.query(workflow="odd")
+    assert (record.outcome, record.error_code) == (Outcome.FAILED, "workflow_failed")
+
+
+async def test_an_audit_sink_that_breaks_unexpectedly_fails_the_call_closed() -> None:
+    rig = await make_rig()
+
+    class BrokenSink(MemoryAuditSink):
+        async def record(self, record: AuditRecord) -> None:
+            raise RuntimeError("disk on fire")
+
+    rig.pipeline._auditor = Auditor(BrokenSink(), rig.clock)
+    with pytest.raises(DependencyUnavailableError):
+        await rig.pipeline.execute(rig.invocation())
