@@ -154,24 +154,25 @@ class Nexus:
     def _bind(self, api_port: int | None = None, mcp_port: int | None = None) -> list[socket.socket]:
         if self._serving:
             raise ConfigurationError("This app is already serving.")
-        for section in self._settings.sections():
-            section.freeze()
         opts = replace(
             self.options,
             api_port=self.options.api_port if api_port is None else api_port,
             mcp_port=self.options.mcp_port if mcp_port is None else mcp_port,
         )
-        try:
-            check_options(opts)
-            sockets = [_listen(opts.host, opts.api_port), _listen(opts.host, opts.mcp_port)]
-        except ConfigurationError:
+        check_options(opts)
+        for section in self._settings.sections():
+            section.validate()  # every section first, so a bad value leaves none of them frozen
+        sockets: list[socket.socket] = []
+        with contextlib.ExitStack() as opened:
+            try:
+                for port in (opts.api_port, opts.mcp_port):
+                    sockets.append(_listen(opts.host, port))
+                    opened.callback(sockets[-1].close)  # closed again if anything below fails
+            except OSError as exc:
+                raise ConfigurationError(f"Cannot listen on {opts.host}: {exc.strerror}.") from exc
             for section in self._settings.sections():
-                section.thaw()
-            raise
-        except OSError as exc:
-            for section in self._settings.sections():
-                section.thaw()
-            raise ConfigurationError(f"Cannot listen on {opts.host}: {exc.strerror}.") from exc
+                section.freeze()
+            opened.pop_all()
         object.__setattr__(self, "_serving", True)
         return sockets
 

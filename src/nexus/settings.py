@@ -72,8 +72,12 @@ class MonitoringSettings(Section):
     """Most audit records one group commit writes in a single transaction."""
 
     def validate(self) -> None:
-        self._require(self.metrics_path.startswith("/"), "metrics_path", "a path starting with '/'")
-        ok = isinstance(self.audit_max_batch, int) and 1 <= self.audit_max_batch <= 10_000
+        path = self.metrics_path
+        self._require(
+            isinstance(path, str) and path.startswith("/"), "metrics_path", "a path starting with '/'"
+        )
+        batch = self.audit_max_batch
+        ok = isinstance(batch, int) and not isinstance(batch, bool) and 1 <= batch <= 10_000
         self._require(ok, "audit_max_batch", "an integer from 1 to 10000")
 
 
@@ -90,7 +94,8 @@ class ApiSettings(Section):
     """Default time limit for each node of a workflow run (a node's own `timeout` config wins)."""
 
     def validate(self) -> None:
-        ok = isinstance(self.max_body_bytes, int) and self.max_body_bytes > 0
+        size = self.max_body_bytes
+        ok = isinstance(size, int) and not isinstance(size, bool) and size > 0
         self._require(ok, "max_body_bytes", "a positive integer")
         self._require(isinstance(self.docs_enabled, bool), "docs_enabled", "True or False")
         self._require(
@@ -109,9 +114,11 @@ class McpSettings(Section):
     """Name the server reports in the MCP initialize handshake."""
 
     def validate(self) -> None:
-        ok = self.path.startswith("/") and len(self.path) > 1 and not self.path.endswith("/")
+        path = self.path
+        ok = isinstance(path, str) and path.startswith("/") and len(path) > 1 and not path.endswith("/")
         self._require(ok, "path", "a path like '/mcp'")
-        self._require(bool(self.server_name), "server_name", "a non-empty string")
+        name = self.server_name
+        self._require(isinstance(name, str) and bool(name), "server_name", "a non-empty string")
 
 
 @dataclass(eq=False)
@@ -158,5 +165,21 @@ def check_options(options: Options) -> None:
         raise ConfigurationError(
             "state_url must be a URL such as sqlite:///./nexus.db or postgresql://host/db."
         )
-    if options.redis_url is not None and not options.redis_url.startswith(("redis://", "rediss://")):
+    redis_url = options.redis_url
+    if redis_url is not None and (
+        not isinstance(redis_url, str) or not redis_url.startswith(("redis://", "rediss://"))
+    ):
         raise ConfigurationError("redis_url must start with redis:// or rediss://.")
+    if redis_url is not None and limit is None:
+        # Redis holds the shared rate-limit counters; accepted with nothing to hold it would do nothing.
+        raise ConfigurationError("redis_url holds the rate-limit counters: set rate_limit too, or drop it.")
+    _check_flags_and_names(options)
+
+
+def _check_flags_and_names(options: Options) -> None:
+    for name in ("enable_auth", "enable_monitoring"):
+        if not isinstance(getattr(options, name), bool):
+            raise ConfigurationError(f"{name} must be True or False, got {getattr(options, name)!r}.")
+    for name in ("host", "title"):
+        if not isinstance(getattr(options, name), str) or not getattr(options, name):
+            raise ConfigurationError(f"{name} must be a non-empty string, got {getattr(options, name)!r}.")

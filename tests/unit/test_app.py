@@ -79,8 +79,8 @@ def test_constructor_refuses_a_bad_option_with_configuration_error(
         {"api_port": 0, "mcp_port": 0},
         {"api_port": 65535, "mcp_port": 1},
         {"rate_limit": 1},
-        {"redis_url": "redis://127.0.0.1:6379/0"},
-        {"redis_url": "rediss://cache.example:6380/1"},
+        {"redis_url": "redis://127.0.0.1:6379/0", "rate_limit": 60},
+        {"redis_url": "rediss://cache.example:6380/1", "rate_limit": 60},
         {"state_url": "postgresql://postgres@127.0.0.1/test"},
     ],
 )
@@ -97,14 +97,9 @@ def test_constructor_defaults_serve_loopback_only_with_auth_off() -> None:
     assert options.state_url == "sqlite:///./nexus.db"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="check_options calls redis_url.startswith without checking it is a str",
-)
 def test_non_string_redis_url_is_refused_with_configuration_error() -> None:
     with pytest.raises(ConfigurationError):
-        Nexus(redis_url=6379)  # type: ignore[arg-type]  # the mistake under test
+        Nexus(redis_url=6379, rate_limit=60)  # type: ignore[arg-type]  # the mistake under test
 
 
 # -- closed attributes -------------------------------------------------------------------------------
@@ -223,12 +218,6 @@ async def test_bad_setting_refuses_to_serve_with_configuration_error(tmp_path: P
         assert running.mcp_url.endswith("/tools")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ConfigurationError,
-    reason="_bind freezes sections one by one outside its try: a later section's validation error "
-    "leaves the earlier sections frozen though nothing serves",
-)
 async def test_failed_validation_at_start_leaves_every_section_changeable(tmp_path: Path) -> None:
     app = local_app(tmp_path)
     app.api.max_body_bytes = 0
@@ -254,12 +243,6 @@ async def test_port_in_use_is_a_configuration_error_and_the_app_can_serve_once_i
         assert running.api_port == busy
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="_bind builds [_listen(api), _listen(mcp)] in one expression: when the MCP port is taken, "
-    "the already-listening API socket is never closed",
-)
 async def test_busy_mcp_port_leaves_no_api_socket_open(tmp_path: Path, occupied_port: int) -> None:
     app = Nexus(api_port=0, mcp_port=occupied_port, state_url=f"sqlite:///{tmp_path}/s.db")
     with warnings.catch_warnings(record=True) as caught:
@@ -270,3 +253,14 @@ async def test_busy_mcp_port_leaves_no_api_socket_open(tmp_path: Path, occupied_
         gc.collect()
     leaked = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
     assert leaked == []
+
+
+def test_redis_url_without_a_rate_limit_is_refused_rather_than_ignored() -> None:
+    with pytest.raises(ConfigurationError, match="rate_limit"):
+        Nexus(redis_url="redis://127.0.0.1:6379/0")
+
+
+@pytest.mark.parametrize("name", ["enable_auth", "enable_monitoring"])
+def test_switches_must_be_booleans_not_truthy_strings(name: str) -> None:
+    with pytest.raises(ConfigurationError, match=name):
+        Nexus(**{name: "no"})

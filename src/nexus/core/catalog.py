@@ -45,6 +45,8 @@ class Catalog:
                 f"register({name!r}, ...) needs a built Workflow (call WorkflowBuilder.build()), "
                 f"got {type(workflow).__name__}."
             )
+        if isinstance(tags, str):
+            raise ConfigurationError(f"tags of {name!r} must be a list of strings, not one string {tags!r}.")
         tag_tuple = tuple(dict.fromkeys(tags))
         bad = [t for t in tag_tuple if not isinstance(t, str) or _TAG.fullmatch(t) is None]
         if bad:

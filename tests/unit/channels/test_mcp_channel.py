@@ -109,9 +109,18 @@ def build_rig(
         meter=NoopMeter(),
         clock=clock,
         runtime=AsyncLocalRuntime(),
+        encode=encoder_with_a_bug,
     )
     channel = McpChannel(pipeline, McpSettings(), auth_enabled=auth, version="1.2.3")
     return Rig(channel, audit, keys, counters)
+
+
+def encoder_with_a_bug(value: Any) -> str:
+    """An encoder that crashes on what it cannot encode: the stand-in for an unexpected failure."""
+    try:
+        return json.dumps(value)
+    except TypeError as exc:
+        raise RuntimeError(f"encoder bug: {exc}") from exc
 
 
 @contextlib.asynccontextmanager

@@ -68,11 +68,6 @@ def test_repeated_tags_are_kept_once_in_first_seen_order() -> None:
     assert entry.info.tags == ("b", "a")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="a str passed as tags is iterated character by character: tags='math' becomes ('m','a','t','h')",
-)
 def test_a_single_string_as_tags_is_refused_rather_than_split_into_letters() -> None:
     with pytest.raises(ConfigurationError):
         Catalog().register("w", workflow(), tags="math")
