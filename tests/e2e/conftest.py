@@ -66,14 +66,18 @@ def client() -> Callable[..., ChannelClient]:
 
 
 @pytest.fixture
-def channel_requests() -> Callable[[RunningNexus], dict[tuple[str, str, str], float]]:
+def channel_requests() -> Callable[..., dict[tuple[str, str, str], float]]:
     """`channel_requests(server)`: nexus_channel_requests_total by (channel, workflow, outcome)."""
     return _channel_requests
 
 
-def _channel_requests(server: RunningNexus) -> dict[tuple[str, str, str], float]:
-    """nexus_channel_requests_total by (channel, workflow, outcome), read from /metrics."""
-    text = httpx2.get(f"{server.api_url}/metrics", timeout=10).text
+def _channel_requests(server: RunningNexus, token: str | None = None) -> dict[tuple[str, str, str], float]:
+    """nexus_channel_requests_total by (channel, workflow, outcome), read from /metrics
+    (with `token` when auth is on: the metrics endpoint then wants a key too)."""
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    answer = httpx2.get(f"{server.api_url}/metrics", headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+    text = answer.text
     counts: dict[tuple[str, str, str], float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

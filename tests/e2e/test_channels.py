@@ -12,7 +12,7 @@ from nexus.core.types import Channel, Outcome
 from nexus.testing.clients import ChannelClient
 
 ClientFactory = Callable[..., ChannelClient]
-Metrics = Callable[[RunningNexus], dict[tuple[str, str, str], float]]
+Metrics = Callable[..., dict[tuple[str, str, str], float]]
 
 
 async def _audited(
@@ -96,7 +96,8 @@ async def test_missing_or_wrong_api_key_is_refused_and_audited(
     assert {(r.outcome.value, r.error_code, r.principal_id) for r in records} == {
         ("unauthenticated", "not_authenticated", "anonymous")
     }
-    assert channel_requests(server)[(channel.value, "_unknown", "unauthenticated")] == len(records)
+    scraper = (await server.app.create_api_key("scraper")).plaintext
+    assert channel_requests(server, scraper)[(channel.value, "_unknown", "unauthenticated")] == len(records)
 
 
 async def test_valid_api_key_is_accepted_and_names_the_principal(
@@ -140,7 +141,7 @@ async def test_rate_limit_refuses_the_call_past_the_limit_with_retry_after(
     outcomes = [r.outcome.value for r in reversed(records)]
     assert outcomes[:4] == ["success", "success", "success", "rate_limited"]
     assert all(r.channel is channel for r in records)
-    assert channel_requests(server)[(channel.value, "add", "rate_limited")] >= 1
+    assert channel_requests(server, issued.plaintext)[(channel.value, "add", "rate_limited")] >= 1
 
 
 async def test_rate_limit_is_shared_by_every_channel(
@@ -172,3 +173,16 @@ async def test_an_unparseable_body_is_refused_and_still_audited(
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.json()["code"] == "invalid_input"
     assert await _audited(server, channel, "add") == [(channel.value, "invalid_input", "invalid_input")]
+
+
+async def test_metrics_want_a_key_when_auth_is_on(serve: Callable[..., RunningNexus]) -> None:
+    server = serve(enable_auth=True)
+    refused = httpx2.get(f"{server.api_url}/metrics", timeout=10)
+    assert refused.status_code == 401
+    assert refused.headers["content-type"] == "application/problem+json"
+    token = (await server.app.create_api_key("scraper")).plaintext
+    allowed = httpx2.get(
+        f"{server.api_url}/metrics", headers={"authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert allowed.status_code == 200
+    assert "nexus_channel_requests_total" in allowed.text

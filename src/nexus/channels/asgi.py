@@ -6,6 +6,7 @@ and request objects; everything else (docs, metrics, health) falls through to th
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 from nexus.channels import codec
 from nexus.core.pipeline import new_request_id
 from nexus.core.types import Credential
-from nexus.errors import NexusError, PayloadTooLargeError
+from nexus.errors import InternalError, NexusError, PayloadTooLargeError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -24,6 +25,7 @@ AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON = "application/json"
 PROBLEM = "application/problem+json"
+_log = logging.getLogger("nexus.channels")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}")
 
 
@@ -55,14 +57,11 @@ class HttpCall:
     client_addr: str
     params: Mapping[str, str]
     receive: Receive
+    request_id: str
 
     @property
     def credential(self) -> Credential | None:
         return credential_from(self.headers)
-
-    @property
-    def request_id(self) -> str:
-        return request_id_from(self.headers)
 
     async def body(self, limit: int) -> bytes:
         """The whole body, refused with 413 past `limit` bytes (declared or streamed)."""
@@ -167,7 +166,7 @@ class HotRouter:
                 params = route.match(scope["method"], segments)
                 if params is not None:
                     call = _call_of(scope, receive, params)
-                    await (await route.handler(call)).send(send)
+                    await (await _answer(route.handler, call)).send(send)
                     return
         if self._fallback is not None:
             await self._fallback(scope, receive, send)
@@ -175,7 +174,20 @@ class HotRouter:
             await HttpAnswer(404, b'{"title":"Not Found","status":404,"code":"http_404"}', PROBLEM).send(send)
 
 
+async def _answer(handler: Handler, call: HttpCall) -> HttpAnswer:
+    """The handler's answer; a bug in a channel still answers problem+json with only a request id."""
+    try:
+        return await handler(call)
+    except Exception:  # noqa: BLE001  # logged whole here; the caller gets only the request id
+        request_id = call.request_id
+        _log.exception("unexpected error in %s %s", call.method, call.path, extra={"request_id": request_id})
+        return problem(InternalError(f"Unexpected error; request id {request_id}."), request_id, call.path)
+
+
 def _call_of(scope: Scope, receive: Receive, params: dict[str, str]) -> HttpCall:
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
     client = scope.get("client")
-    return HttpCall(scope["method"], scope["path"], headers, client[0] if client else "", params, receive)
+    address = client[0] if client else ""
+    return HttpCall(
+        scope["method"], scope["path"], headers, address, params, receive, request_id_from(headers)
+    )

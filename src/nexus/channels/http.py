@@ -20,6 +20,7 @@ from nexus.channels.asgi import (
     JSON,
     PROBLEM,
     AsgiApp,
+    Handler,
     HotRoute,
     HotRouter,
     HttpAnswer,
@@ -30,10 +31,11 @@ from nexus.channels.asgi import (
 )
 from nexus.channels.openapi import build_openapi
 from nexus.core.pipeline import Pipeline
-from nexus.core.types import Channel, Invocation
+from nexus.core.types import Action, Channel, Invocation
 from nexus.errors import InvalidInputError, NexusError
 
 CLI_PREFIX = "/cli/v1"
+METRICS_SURFACE = "_metrics"  # the audit's name for the metrics endpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +73,9 @@ class WorkflowRoutes:
             HotRoute("POST", f"{prefix}/workflows/{{name}}/execute", self.execute),
         ]
 
-    def invocation(
-        self, call: HttpCall, workflow: str, inputs: Mapping[str, Any], request_id: str | None = None
-    ) -> Invocation:
+    def invocation(self, call: HttpCall, workflow: str, inputs: Mapping[str, Any]) -> Invocation:
         return Invocation(
-            request_id=request_id or call.request_id,
+            request_id=call.request_id,
             channel=self._channel,
             workflow=workflow,
             inputs=inputs,
@@ -94,7 +94,7 @@ class WorkflowRoutes:
         if not isinstance(inputs, dict) or len(body) > 1 or (body and "inputs" not in body):
             shape = InvalidInputError('The body must be {"inputs": {...}}.')
             return await self._refuse(call, request_id, shape)
-        invocation = self.invocation(call, call.params["name"], inputs, request_id)
+        invocation = self.invocation(call, call.params["name"], inputs)
         try:
             result = await self._pipeline.execute(invocation)
         except NexusError as error:
@@ -102,7 +102,7 @@ class WorkflowRoutes:
         return ok(codec.result_document(result), request_id)
 
     async def _refuse(self, call: HttpCall, request_id: str, error: NexusError) -> HttpAnswer:
-        invocation = self.invocation(call, call.params["name"], {}, request_id)
+        invocation = self.invocation(call, call.params["name"], {})
         return problem(await self._pipeline.refuse(invocation, error), request_id, call.path)
 
     async def describe(self, call: HttpCall) -> HttpAnswer:
@@ -129,7 +129,32 @@ def build_http_app(
     """The ASGI app of the API port: REST and `extra_routes` (the CLI channel) as hot routes,
     and behind them a FastAPI app for health, readiness, metrics and the docs."""
     hot = [*WorkflowRoutes(pipeline, Channel.API, options).routes(""), *extra_routes]
+    if options.render_metrics is not None and options.auth_enabled:
+        # Metrics name every workflow and its traffic: with auth on, scrapers present a key too.
+        hot.append(HotRoute("GET", options.metrics_path, _guarded_metrics(pipeline, options.render_metrics)))
     return HotRouter(hot, fallback=_framework_app(pipeline, options))
+
+
+def _guarded_metrics(pipeline: Pipeline, render: Callable[[], tuple[bytes, str]]) -> Handler:
+    async def metrics(call: HttpCall) -> HttpAnswer:
+        request_id = call.request_id
+        invocation = Invocation(
+            request_id,
+            Channel.API,
+            METRICS_SURFACE,
+            {},
+            call.credential,
+            call.client_addr,
+            action=Action.READ,
+        )
+        try:
+            await pipeline.authenticate(invocation)
+        except NexusError as error:
+            return problem(error, request_id, call.path)
+        body, content_type = render()
+        return HttpAnswer(200, body, content_type)
+
+    return metrics
 
 
 def _framework_app(pipeline: Pipeline, options: HttpOptions) -> FastAPI:
@@ -143,9 +168,12 @@ def _framework_app(pipeline: Pipeline, options: HttpOptions) -> FastAPI:
     _add_operational_routes(app, options)
     _add_error_handlers(app)
     if options.docs_enabled:
+        built_at = [-1]
 
         def openapi() -> dict[str, Any]:
-            if app.openapi_schema is None:
+            # Rebuilt when a workflow was registered since: registration may happen while serving.
+            if app.openapi_schema is None or built_at[0] != pipeline.catalog.version:
+                built_at[0] = pipeline.catalog.version
                 app.openapi_schema = build_openapi(
                     app, pipeline.catalog, list_workflows=not options.auth_enabled
                 )
@@ -167,7 +195,7 @@ def _add_operational_routes(app: FastAPI, options: HttpOptions) -> None:
     app.router.routes.append(Route("/health", health, methods=["GET"]))
     app.router.routes.append(Route("/ready", ready, methods=["GET"]))
     render = options.render_metrics
-    if render is not None:
+    if render is not None and not options.auth_enabled:
 
         async def metrics(request: Request) -> Response:
             body, content_type = render()

@@ -32,6 +32,8 @@ class Catalog:
 
     def __init__(self) -> None:
         self._entries: dict[str, Registration] = {}
+        self.version = 0
+        """Bumped by every registration, so derived documents (OpenAPI) know when to rebuild."""
 
     def register(
         self, name: str, workflow: Workflow, *, description: str | None = None, tags: Iterable[str] = ()
@@ -58,6 +60,7 @@ class Catalog:
         )
         entry = Registration(workflow=workflow, info=info)
         self._entries[name] = entry
+        self.version += 1
         return entry
 
     def get(self, name: str) -> Registration:

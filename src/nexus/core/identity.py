@@ -20,6 +20,7 @@ from nexus.errors import AuthenticationError
 KEY_PREFIX = "nxk"
 _KEY_ID_BYTES = 6
 _SECRET_BYTES = 32
+_KEY_SCHEMES = frozenset({"bearer", "api_key"})
 
 
 class Authenticator(Protocol):
@@ -86,6 +87,8 @@ class ApiKeyAuthenticator:
     async def authenticate(self, credential: Credential | None, channel: Channel) -> Principal:
         if credential is None:
             raise AuthenticationError("An API key is required: send it as a bearer token.")
+        if credential.scheme not in _KEY_SCHEMES:
+            raise AuthenticationError("Send the API key as a bearer token or in the X-API-Key header.")
         parsed = parse_api_key(credential.secret)
         if parsed is None:
             raise AuthenticationError("The credential is not a valid API key.")
