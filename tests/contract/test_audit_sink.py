@@ -247,3 +247,16 @@ async def test_a_batch_larger_than_one_insert_statement_commits_every_record(sta
 
     assert stats.records_committed == 2100
     assert len({record.request_id for record in stored}) == 2100
+
+
+async def test_a_record_the_database_cannot_take_fails_alone_and_the_writer_goes_on(state_url: str) -> None:
+    state = await open_state(state_url)
+    try:
+        # A lone surrogate cannot be encoded as UTF-8: that batch fails, the next one commits.
+        with pytest.raises(DependencyUnavailableError):
+            await state.audit.record(make_record("bad\udc80id"))
+        await state.audit.record(make_record("good"))
+        stored = [record.request_id for record in await state.audit.query()]
+    finally:
+        await state.close()
+    assert stored == ["good"]

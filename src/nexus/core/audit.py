@@ -11,7 +11,8 @@ _MAX_NAME = 128
 _MAX_TEXT = 512
 # Caller-supplied text (workflow names from URLs, request ids) reaches the store: control
 # characters are replaced, since one NUL byte makes PostgreSQL refuse a whole group-commit batch.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Lone surrogates (which no database encoding accepts) go the same way.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def _clean(text: str, limit: int) -> str:

@@ -87,7 +87,7 @@ class SqlAuditSink:
         if self._lane is not None:
             try:
                 await self._lane.commit(row)
-            except STORE_ERRORS as exc:
+            except Exception as exc:  # logged by the writer; callers learn only this
                 raise unavailable(_NOT_RECORDED, exc) from exc
             return
         wakeup = self._writer_wakeup()

@@ -93,13 +93,15 @@ class SqliteWriterThread:
             raise RuntimeError("the audit writer is closed")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.put((self._values(row), done))
-        if self._thread is None:
+        thread = self._thread
+        if thread is None or not thread.is_alive():
             self._start_thread()
         await done
 
     def _start_thread(self) -> None:
+        # Also restarts a thread that died, so queued callers are never left waiting on nobody.
         with self._start:
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="nexus-audit", daemon=True)
                 self._thread.start()
 
@@ -168,15 +170,18 @@ class SqliteWriterThread:
                 values = [value for row in chunk for value in row]
                 # Autocommit (isolation_level None, set at connect): the statement is the transaction.
                 self._connection.driver_connection.execute(self._statement(len(chunk)), values)
-        except sqlite3.Error as exc:
+        except Exception as exc:  # noqa: BLE001  # every failure goes back to the batch's callers
             _log.exception("audit batch of %d records failed to commit", len(rows))
             self.batches_failed += 1
             # A connection in an unknown state is not reused; the next batch opens a fresh one.
             connection, self._connection = self._connection, None
             if connection is not None:
-                connection.invalidate()
-            # The exception the async engine would raise, so callers see one kind of failure.
-            return DBAPIError.instance(self._head, None, exc, sqlite3.Error)
+                with contextlib.suppress(Exception):
+                    connection.invalidate()
+            if isinstance(exc, sqlite3.Error):
+                # The exception the async engine would raise, so callers see one kind of failure.
+                return DBAPIError.instance(self._head, None, exc, sqlite3.Error)
+            return exc
         self.batches_committed += 1
         self.records_committed += len(rows)
         return None
