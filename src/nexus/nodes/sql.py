@@ -7,6 +7,7 @@ Engines are pooled per URL and event loop in a module cache; `dispose_engines()`
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
@@ -33,6 +34,9 @@ _ASYNC_DRIVERS: Mapping[str, str] = MappingProxyType(
 )
 # Keyed by loop too: pooled connections belong to the event loop that opened them.
 _engines: dict[tuple[asyncio.AbstractEventLoop, str], AsyncEngine] = {}
+_closing: set[asyncio.Task[None]] = set()
+_MAX_ENGINES = 32
+_log = logging.getLogger("nexus.nodes.sql")
 
 
 def to_async_url(connection_string: str) -> URL:
@@ -49,14 +53,26 @@ def to_async_url(connection_string: str) -> URL:
 
 
 def engine_for(url: URL) -> AsyncEngine:
-    """Return the pooled engine for `url` on the running loop, creating it once."""
+    """Return the pooled engine for `url` on the running loop, creating it once.
+
+    At most `_MAX_ENGINES` stay open: a `${name}` in the database part can make inputs choose the
+    URL, and every distinct one would otherwise keep a connection pool forever.
+    """
     loop = asyncio.get_running_loop()
     key = (loop, url.render_as_string(hide_password=False))
-    engine = _engines.get(key)
+    engine = _engines.pop(key, None)
     if engine is None:
         for stale in [k for k in _engines if k[0].is_closed()]:
             del _engines[stale]
-        engine = _engines[key] = create_async_engine(url)
+        engine = create_async_engine(url)
+    _engines[key] = engine  # most recently used last
+    while len(_engines) > _MAX_ENGINES:
+        oldest_key = next(iter(_engines))
+        oldest = _engines.pop(oldest_key)
+        if oldest_key[0] is loop:
+            closing = loop.create_task(oldest.dispose())
+            _closing.add(closing)
+            closing.add_done_callback(_closing.discard)
     return engine
 
 
@@ -128,10 +144,12 @@ class AsyncSQLDatabaseNode(Node):
             await connection.start()
         except (OSError, SQLAlchemyError) as exc:
             cause = type(getattr(exc, "orig", None) or exc).__name__
+            # Callers learn which node failed and why; the database's address stays in the log.
+            _log.warning(
+                "node %r cannot connect to %s", self.node_id, url.render_as_string(hide_password=True)
+            )
             raise DependencyUnavailableError(
-                f"node '{self.node_id}': cannot connect to "
-                f"{url.render_as_string(hide_password=True)} ({cause})",
-                node_id=self.node_id,
+                f"node '{self.node_id}': cannot connect to its database ({cause})", node_id=self.node_id
             ) from exc
         try:
             return await self._run(connection, clause, binds)
