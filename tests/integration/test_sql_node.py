@@ -139,7 +139,8 @@ async def test_sql_error_fails_the_node_without_echoing_bound_values(tmp_path: P
 
 async def test_unreachable_database_is_dependency_unavailable_naming_no_address_or_password() -> None:
     workflow = sql_workflow("postgresql://app:s3cr3t-pw@127.0.0.1:1/test", "SELECT 1")
-    with pytest.raises(DependencyUnavailableError, match="node 'q': cannot connect to its database") as caught:
+    refusal = "node 'q': cannot connect to its database"
+    with pytest.raises(DependencyUnavailableError, match=refusal) as caught:
         await run(workflow)
     assert "s3cr3t-pw" not in caught.value.message
     assert "127.0.0.1" not in caught.value.message
