@@ -212,6 +212,13 @@ class _Run:
             raise _failure(node_id, exc) from exc
         except Exception as exc:
             raise _failure(node_id, exc) from exc
+        when = deadline.when()
+        if when is not None and asyncio.get_running_loop().time() > when:
+            # Code that runs inline (code strings, pure functions) cannot be interrupted; a run that
+            # overstayed still fails, so no answer ever arrives past its node's deadline.
+            raise NodeTimeoutError(
+                f"node '{node_id}' timed out after {timeout_s:g} s", node_id=node_id, timeout_s=timeout_s
+            )
         return _checked_outputs(node, outputs)
 
 

@@ -264,3 +264,15 @@ def test_sync_runtime_reports_failures_like_the_async_one() -> None:
 def test_runtime_rejects_a_non_positive_default_timeout() -> None:
     with pytest.raises(ValueError, match="node_timeout_s must be positive"):
         LocalRuntime(node_timeout_s=0)
+
+
+async def test_inline_code_that_overstays_its_timeout_still_fails_with_a_timeout() -> None:
+    from nexus.workflow import NodeTimeoutError
+
+    builder = WorkflowBuilder()
+    builder.add_node(
+        "PythonCodeNode", "slow", {"code": "import time\ntime.sleep(0.05)\nresult = 1", "timeout": 0.01}
+    )
+    with pytest.raises(NodeTimeoutError) as caught:
+        await AsyncLocalRuntime().execute(builder.build())
+    assert caught.value.node_id == "slow"
