@@ -149,8 +149,6 @@ class HTTPRequestNode(Node):
         await close_clients()
 
 
-def _url_quote(value: str) -> str:
-    return quote(value, safe="")
 
 
 def _origin(url: httpx2.URL) -> tuple[str, str, int | None]:
