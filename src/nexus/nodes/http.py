@@ -149,8 +149,6 @@ class HTTPRequestNode(Node):
         await close_clients()
 
 
-
-
 def _origin(url: httpx2.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host, url.port
 
