@@ -62,17 +62,27 @@ class _LimitsCounter:
         # The decision is atomic in the storage (a Lua script on Redis); the stats read after it
         # only describe the counter and may already include other callers' hits.
         allowed = await self._strategy.hit(window, key, cost=cost)
-        stats = await self._strategy.get_window_stats(window, key)
-        reset_after_s = stats.reset_time - time.time()
+        reset_time, remaining = await self._stats(window, key, window_s)
+        reset_after_s = reset_time - time.time()
         if not allowed and reset_after_s <= 0:
             # Nothing in the window to expire (cost above limit): no wait can help sooner than a window.
             reset_after_s = float(window_s)
         return Usage(
             allowed=allowed,
             limit=limit,
-            remaining=max(0, stats.remaining),
+            remaining=max(0, remaining),
             reset_after_s=max(0.0, reset_after_s),
         )
+
+    async def _stats(self, window: _Window, key: str, window_s: int) -> tuple[float, int]:
+        """(reset time, remaining), as limits' moving-window `get_window_stats` computes them."""
+        storage = self._storage
+        if isinstance(storage, LocalWindowStorage):
+            # In-process: read the window directly, without the strategy's second async round.
+            oldest, count = storage.peek(window.key_for(key), window_s)
+            return oldest + window_s, window.amount - count
+        stats = await self._strategy.get_window_stats(window, key)
+        return stats.reset_time, stats.remaining
 
     async def clear(self, key: str) -> None:
         await self._storage.clear(_storage_key(key))

@@ -55,6 +55,10 @@ class LocalWindowStorage(Storage, MovingWindowSupport):
         return True
 
     async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        return self.peek(key, expiry)
+
+    def peek(self, key: str, expiry: float) -> tuple[float, int]:
+        """(oldest entry in the window, entries in it): `get_moving_window` without the await."""
         now = time.time()
         events = self._window(key, expiry, now, create=False)
         return (events[0], len(events)) if events else (now, 0)
