@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import astuple, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
@@ -11,25 +11,7 @@ from nexus.backends.memory import MemoryAuditSink
 from nexus.core.audit import Auditor
 from nexus.core.types import Action, Channel, Invocation, Outcome, Principal
 from nexus.errors import DependencyUnavailableError
-
-
-class FakeClock:
-    """A `Clock` that moves only when told to."""
-
-    def __init__(self) -> None:
-        self._now = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
-        self._monotonic = 50.0
-
-    def now(self) -> datetime:
-        return self._now
-
-    def monotonic(self) -> float:
-        return self._monotonic
-
-    def advance(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
-        self._monotonic += seconds
-
+from nexus.testing.clock import FakeClock
 
 INVOCATION = Invocation(
     request_id="req-1",
@@ -44,7 +26,7 @@ INVOCATION = Invocation(
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(datetime(2025, 6, 1, 12, 0, tzinfo=UTC), 50.0)
 
 
 @pytest.fixture

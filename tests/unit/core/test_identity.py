@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
 import pytest
 
 from nexus.backends.memory import MemoryKeyStore
@@ -17,26 +15,9 @@ from nexus.core.identity import (
 )
 from nexus.core.types import ANONYMOUS, Channel, Credential
 from nexus.errors import AuthenticationError
+from nexus.testing.clock import FakeClock
 
 TTL_S = 5.0
-
-
-class FakeClock:
-    """A `Clock` that moves only when told to."""
-
-    def __init__(self) -> None:
-        self._now = datetime(2025, 1, 1, tzinfo=UTC)
-        self._monotonic = 1000.0
-
-    def now(self) -> datetime:
-        return self._now
-
-    def monotonic(self) -> float:
-        return self._monotonic
-
-    def advance(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
-        self._monotonic += seconds
 
 
 def bearer(secret: str) -> Credential:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -42,27 +41,10 @@ from nexus.errors import (
     WorkflowFailedError,
     WorkflowNotFoundError,
 )
+from nexus.testing.clock import FakeClock
 from nexus.workflow import AsyncLocalRuntime, WorkflowBuilder
 
 NODE_SECONDS = 0.25
-
-
-class FakeClock:
-    """A `Clock` that moves only when told to."""
-
-    def __init__(self) -> None:
-        self._now = datetime(2025, 1, 1, tzinfo=UTC)
-        self._monotonic = 1000.0
-
-    def now(self) -> datetime:
-        return self._now
-
-    def monotonic(self) -> float:
-        return self._monotonic
-
-    def advance(self, seconds: float) -> None:
-        self._now += timedelta(seconds=seconds)
-        self._monotonic += seconds
 
 
 class ScriptedAuthorizer:
