@@ -66,17 +66,31 @@ class Server:
         return self.proc.pid
 
     def rss_mib(self) -> float:
-        """Resident set size now, from /proc/<pid>/status (VmRSS is in KiB)."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise HarnessError(f"/proc/{self.pid}/status has no VmRSS line")
+        """Resident set size now of the server and every process it started (its audit appender,
+        for one), from /proc/<pid>/status (VmRSS is in KiB)."""
+        return sum(_rss_kib(pid) for pid in _self_and_descendants(self.pid)) / 1024
 
     def last_log_line(self) -> str:
         """The server's last line of output: after a crash, the exception."""
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         return lines[-1] if lines else "(no output)"
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise HarnessError(f"/proc/{pid}/status has no VmRSS line")
+
+
+def _self_and_descendants(pid: int) -> list[int]:
+    found = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = (task / "children").read_text().split()
+        for child in children:
+            found.extend(_self_and_descendants(int(child)))
+    return found
 
 
 def _wait_ready(server: Server, timeout_s: float) -> None:

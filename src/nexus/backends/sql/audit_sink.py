@@ -2,7 +2,7 @@
 
 Concurrent `record` calls queue their records; one writer commits everything queued in a single
 transaction and then wakes every caller, so a busy node pays one fsync per batch, not per call.
-The writer is a task on the event loop, or for a SQLite file a thread of its own.
+The writer is a task on the event loop, or for a SQLite file an appender process of its own.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Final
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from nexus.backends.sql.batch_writer import AsyncBatchWriter, BatchWriter, SqliteWriterThread, is_sqlite_file
+from nexus.backends.sql.batch_writer import AsyncBatchWriter, BatchWriter, SqliteAppender, is_sqlite_file
 from nexus.backends.sql.engine import STORE_ERRORS, reading, unavailable
 from nexus.backends.sql.schema import audit_records, require_aware
 from nexus.core.types import Action, AuditRecord, Channel, Outcome
@@ -55,8 +55,8 @@ class SqlAuditSink:
             raise ValueError("max_batch must be at least 1")
         self._engine = engine
         self._writer_path: BatchWriter = AsyncBatchWriter(engine)
-        # A SQLite file is group-committed by a thread of its own (see SqliteWriterThread).
-        self._lane = SqliteWriterThread(engine, max_batch=max_batch) if is_sqlite_file(engine) else None
+        # A SQLite file is group-committed by an appender process of its own (see SqliteAppender).
+        self._lane = SqliteAppender(engine, max_batch=max_batch) if is_sqlite_file(engine) else None
         self._max_batch = max_batch
         self._queue: deque[_Pending] = deque()
         self._wakeup: asyncio.Event | None = None

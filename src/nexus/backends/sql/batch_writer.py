@@ -1,26 +1,22 @@
 """How group-committed audit rows reach the database: the one hot write path.
 
-A SQLite file gets `SqliteWriterThread`, a thread that runs the group commit itself; other
-databases (PostgreSQL, in-memory SQLite) use `AsyncBatchWriter` under the sink's writer task.
+A SQLite file gets `SqliteAppender`, which hands rows to a small appender process that runs the
+group commit itself; other databases (PostgreSQL, in-memory SQLite) use `AsyncBatchWriter` under
+the sink's writer task.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import queue
-import sqlite3
-import threading
+import sys
+from collections import deque
 from typing import Any, Protocol
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
+import orjson
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import NullPool
 
-from nexus.backends.sql.engine import configure_sqlite_connection, is_memory_sqlite
+from nexus.backends.sql.engine import is_memory_sqlite
 from nexus.backends.sql.schema import audit_records
 
 # SQLite binds at most 32766 parameters per statement; 11 columns x 1024 rows stays well below.
@@ -52,155 +48,151 @@ class AsyncBatchWriter:
         return None
 
 
-class SqliteWriterThread:
-    """Group commit for a SQLite file, driven by one thread of its own.
+class AppendFailedError(Exception):
+    """The appender process could not commit some rows (its reason, never a URL or a value)."""
 
-    Callers queue rows and wait on a future; the thread takes everything queued (up to
-    `max_batch`), writes it as ONE multi-row INSERT in autocommit mode (insert, commit and fsync in
-    a single call that holds no GIL), wakes those callers, and goes straight on to what queued
-    meanwhile. The commit cadence therefore never waits for the busy event loop to schedule it,
-    and each batch needs the GIL only to start and to hand back its results.
+
+class SqliteAppender:
+    """Group commit for a SQLite file through the appender process (`nexus.backends.sqlite_appender`).
+
+    Each `commit` writes one JSON line to the process and waits for the acknowledgement that
+    covers it; the process commits whatever has arrived as one multi-row INSERT with its fsync.
+    Acknowledgements come back in order, so they settle the oldest waiting callers first. The
+    commit happens in another interpreter, so it never competes with request handling for the GIL.
     """
 
     def __init__(self, engine: AsyncEngine, *, max_batch: int) -> None:
-        url = engine.url.set(drivername="sqlite+pysqlite")
-        self._engine: Engine = create_engine(url, poolclass=NullPool)
-        event.listen(self._engine, "connect", configure_sqlite_connection)
-        dialect = self._engine.dialect
+        dialect = engine.sync_engine.dialect
         columns = [column for column in audit_records.columns if not column.primary_key]
         compiled = audit_records.insert().compile(dialect=dialect, column_keys=[c.name for c in columns])
         head, values_keyword, row = str(compiled).rpartition(" VALUES ")
         if not values_keyword or row.count("?") != len(columns):
             raise RuntimeError(f"unexpected INSERT form for SQLite: {compiled}")
-        self._head, self._row = f"{head} VALUES ", row
-        self._statements: dict[int, str] = {}
+        self._config = orjson.dumps(
+            {
+                "database": engine.url.database,
+                "head": f"{head} VALUES ",
+                "row": row,
+                "rows_per_statement": min(max_batch, _ROWS_PER_STATEMENT),
+            }
+        )
         self._names = [column.name for column in columns]
         self._processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
-        self._max_batch = max_batch
-        # SimpleQueue: a put from the event loop is one C call, with no lock for the loop to wait on.
-        self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
-        self._start = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._closing = False
-        self._connection: Any = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._starting: asyncio.Lock | None = None
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._entering = 0
+        self._entered: asyncio.Event | None = None
+        self._closed = False
         self.records_committed = 0
         self.batches_committed = 0
         self.batches_failed = 0
 
     async def commit(self, row: dict[str, Any]) -> None:
-        """Queue `row`; return once the statement holding it has committed, or raise its error."""
-        if self._closing:
-            raise RuntimeError("the audit writer is closed")
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put((self._values(row), done))
-        thread = self._thread
-        if thread is None or not thread.is_alive():
-            self._start_thread()
+        """Queue `row`; return once the statement holding it has committed, or raise why not."""
+        line = orjson.dumps(self._values(row)) + b"\n"
+        self._entering += 1
+        try:
+            process = self._process
+            if process is None or not self._is_running(process):
+                process = await self._start()
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.append(done)
+            if process.stdin is None:
+                raise RuntimeError("the audit appender has no input pipe")
+            process.stdin.write(line)
+        finally:
+            self._entering -= 1
+            if self._entering == 0 and self._entered is not None:
+                self._entered.set()
         await done
 
-    def _start_thread(self) -> None:
-        # Also restarts a thread that died, so queued callers are never left waiting on nobody.
-        with self._start:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="nexus-audit", daemon=True)
-                self._thread.start()
-
     async def close(self) -> None:
-        """Write what is queued, then stop the thread and release the connection."""
-        self._closing = True
-        with self._start:
-            thread = self._thread
-        if thread is not None:
-            self._queue.put(None)  # after everything queued before it: FIFO
-            await asyncio.to_thread(thread.join)
-        self._engine.dispose()
+        """Let every commit already under way hand its row over, then let the appender commit what it
+        has and exit."""
+        while self._entering:
+            self._entered = asyncio.Event()
+            await self._entered.wait()
+        self._closed = True
+        process, reader = self._process, self._reader
+        if process is None or process.stdin is None:
+            return
+        process.stdin.close()
+        await process.wait()
+        if reader is not None:
+            await reader
 
-    def _values(self, row: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(
+    def _is_running(self, process: asyncio.subprocess.Process) -> bool:
+        reader = self._reader
+        return process.returncode is None and reader is not None and not reader.done()
+
+    def _values(self, row: dict[str, Any]) -> list[Any]:
+        return [
             value if process is None else process(value)
             for value, process in zip((row[name] for name in self._names), self._processors, strict=True)
-        )
+        ]
 
-    def _statement(self, count: int) -> str:
-        statement = self._statements.get(count)
-        if statement is None:
-            statement = self._statements[count] = self._head + ", ".join([self._row] * count)
-        return statement
+    async def _start(self) -> asyncio.subprocess.Process:
+        if self._closed:
+            raise RuntimeError("the audit appender is closed")
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            process = self._process
+            if (
+                process is not None
+                and process.returncode is None
+                and self._reader
+                and not self._reader.done()
+            ):
+                return process
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "nexus.backends.sqlite_appender",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+            )
+            if process.stdin is None:
+                raise RuntimeError("the audit appender has no input pipe")
+            process.stdin.write(self._config + b"\n")
+            self._process = process
+            self._reader = asyncio.get_running_loop().create_task(self._acknowledge(process))
+            return process
 
-    def _next_batch(self) -> tuple[list[_Queued], bool]:
-        """Block for one record, then take what else is queued; the flag says "stop after these"."""
-        first = self._queue.get()
-        if first is None:
-            return [], True
-        batch = [first]
-        while len(batch) < self._max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                return batch, True
-            batch.append(item)
-        return batch, False
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch, stopping = self._next_batch()
-            if not batch:
-                continue
-            error = self._write([values for values, _ in batch])
-            by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-            for _, done in batch:
-                by_loop.setdefault(done.get_loop(), []).append(done)
-            for loop, waiting in by_loop.items():
-                # One wake-up per loop per batch; a loop closed meanwhile has no caller left to wake.
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_settle_all, waiting, error)
-        if self._connection is not None:
-            self._connection.close()
-            self._connection = None
-
-    def _write(self, rows: list[tuple[Any, ...]]) -> BaseException | None:
+    async def _acknowledge(self, process: asyncio.subprocess.Process) -> None:
         try:
-            if self._connection is None:
-                self._connection = self._engine.raw_connection()
-            for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-                chunk = rows[start : start + _ROWS_PER_STATEMENT]
-                values = [value for row in chunk for value in row]
-                # Autocommit (isolation_level None, set at connect): the statement is the transaction.
-                self._connection.driver_connection.execute(self._statement(len(chunk)), values)
-        except Exception as exc:  # noqa: BLE001  # every failure goes back to the batch's callers
-            _log.exception("audit batch of %d records failed to commit", len(rows))
-            self.batches_failed += 1
-            # A connection in an unknown state is not reused; the next batch opens a fresh one.
-            connection, self._connection = self._connection, None
-            if connection is not None:
-                with contextlib.suppress(Exception):
-                    connection.invalidate()
-            if isinstance(exc, sqlite3.Error):
-                # The exception the async engine would raise, so callers see one kind of failure.
-                return DBAPIError.instance(self._head, None, exc, sqlite3.Error)
-            return exc
-        self.batches_committed += 1
-        self.records_committed += len(rows)
-        return None
+            while process.stdout is not None and (line := await process.stdout.readline()):
+                verb, _, rest = line.decode().rstrip("\n").partition(" ")
+                count_text, _, reason = rest.partition(" ")
+                count = int(count_text)
+                error: BaseException | None = None
+                if verb == "ok":
+                    self.batches_committed += 1
+                    self.records_committed += count
+                else:
+                    self.batches_failed += 1
+                    _log.error("audit appender failed %d records: %s", count, reason)
+                    error = AppendFailedError(reason)
+                for _ in range(min(count, len(self._waiting))):
+                    _settle(self._waiting.popleft(), error)
+        finally:
+            # The appender is gone: nobody will answer for what still waits; a later commit restarts it.
+            while self._waiting:
+                _settle(self._waiting.popleft(), AppendFailedError("the audit appender stopped"))
 
 
-_Queued = tuple[tuple[Any, ...], asyncio.Future[None]]
-
-
-def _settle_all(waiting: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for done in waiting:
-        # A caller that was cancelled has a done future; its record is committed, or not, with the rest.
-        if done.done():
-            continue
-        if error is None:
-            done.set_result(None)
-        else:
-            done.set_exception(error)
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    # A caller that was cancelled has a done future; its record is committed, or not, with the rest.
+    if done.done():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
 
 
 def is_sqlite_file(engine: AsyncEngine) -> bool:
-    """True for a SQLite database in a file: the one `SqliteWriterThread` serves."""
+    """True for a SQLite database in a file: the one `SqliteAppender` serves."""
     return engine.url.get_backend_name() == "sqlite" and not is_memory_sqlite(engine.url)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
+from nexus.backends.sqlite_appender import SQLITE_PRAGMAS
 from nexus.errors import ConfigurationError, DependencyUnavailableError
 
 DEFAULT_STATE_URL: Final = "sqlite:///./nexus.db"
@@ -26,7 +27,6 @@ STORE_ERRORS: Final = (SQLAlchemyError, OSError)
 # processes migrating one file serialize instead of failing on a stale read snapshot.
 SQLITE_WRITE_LOCK: Final = {"nexus_sqlite_begin": "BEGIN IMMEDIATE"}
 
-_BUSY_TIMEOUT_MS: Final = 5000
 _DRIVERS: Final = {
     "sqlite": "sqlite+aiosqlite",
     "postgresql": "postgresql+asyncpg",
@@ -84,11 +84,9 @@ def configure_sqlite_connection(dbapi_connection: Any, _record: object) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        # A call whose response was sent must have its audit record on disk: fsync every commit.
-        cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        # The same settings as the audit appender process: WAL, fsync on every commit, waits.
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
     finally:
         cursor.close()
 

@@ -1,0 +1,104 @@
+"""The audit appender process: group commit for a SQLite file, outside the server's interpreter.
+
+The server writes one JSON array per audit row to this process's stdin; it reads whatever has
+arrived, inserts it all with one multi-row INSERT in autocommit mode (insert, commit and fsync
+together) and answers "ok N" or "err N reason" for those N rows, in order. Running apart means
+the commit never competes with request handling for the GIL. Imports only the standard library
+and orjson, so it starts fast and stays small.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+from typing import Any
+
+import orjson
+
+SQLITE_PRAGMAS = (
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA journal_mode=WAL",
+    # A call whose response was sent must have its audit record on disk: fsync every commit.
+    "PRAGMA synchronous=FULL",
+    "PRAGMA foreign_keys=ON",
+)
+_READ_BYTES = 1 << 20
+
+
+def _connect(database: str) -> sqlite3.Connection:
+    connection = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    for pragma in SQLITE_PRAGMAS:
+        connection.execute(pragma)
+    return connection
+
+
+class _Appender:
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._database: str = config["database"]
+        self._head: str = config["head"]
+        self._row: str = config["row"]
+        self._per_statement: int = config["rows_per_statement"]
+        self._statements: dict[int, str] = {}
+        self._connection: sqlite3.Connection | None = None
+
+    def _statement(self, count: int) -> str:
+        statement = self._statements.get(count)
+        if statement is None:
+            statement = self._statements[count] = self._head + ", ".join([self._row] * count)
+        return statement
+
+    def append(self, rows: list[list[Any]]) -> str:
+        """Insert `rows`, one transaction per statement; one answer line per statement, in order."""
+        answers = []
+        for start in range(0, len(rows), self._per_statement):
+            chunk = rows[start : start + self._per_statement]
+            try:
+                if self._connection is None:
+                    self._connection = _connect(self._database)
+                self._connection.execute(
+                    self._statement(len(chunk)), [value for row in chunk for value in row]
+                )
+            except Exception as exc:  # noqa: BLE001  # reported to the server, which fails those calls
+                if self._connection is not None:
+                    self._connection.close()
+                    self._connection = None
+                reason = f"{type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+                answers.append(f"err {len(chunk)} {reason}\n")
+            else:
+                answers.append(f"ok {len(chunk)}\n")
+        return "".join(answers)
+
+
+def main() -> int:
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    # Raw reads only: a buffered readline could swallow rows that arrived with the config line.
+    pending = b""
+    while b"\n" not in pending:
+        chunk = os.read(stdin, _READ_BYTES)
+        if not chunk:
+            return 0
+        pending += chunk
+    config, _, pending = pending.partition(b"\n")
+    appender = _Appender(orjson.loads(config))
+    while True:
+        if b"\n" not in pending:
+            data = os.read(stdin, _READ_BYTES)
+            if not data:
+                return 0
+            pending += data
+        complete, newline, pending = pending.rpartition(b"\n")
+        if not newline:
+            continue
+        lines = complete.split(b"\n")
+        try:
+            rows = [orjson.loads(line) for line in lines]
+        except orjson.JSONDecodeError:
+            answer = f"err {len(lines)} unreadable audit row\n"
+        else:
+            answer = appender.append(rows)
+        os.write(stdout, answer.encode())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
