@@ -6,7 +6,9 @@ SQL-only sections pin what memory cannot show: durability across reopening, grou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -260,3 +262,22 @@ async def test_a_record_the_database_cannot_take_fails_alone_and_the_writer_goes
     finally:
         await state.close()
     assert stored == ["good"]
+
+
+async def test_a_dead_sqlite_appender_is_replaced_and_no_caller_waits_forever(tmp_path: Path) -> None:
+    state = await open_state(f"sqlite:///{tmp_path / 'appender.db'}")
+    try:
+        await state.audit.record(make_record("before"))
+        appender = state.audit._lane
+        assert appender is not None
+        assert appender._process is not None
+        appender._process.kill()
+        await appender._process.wait()
+        # Whatever was in flight fails fast; the next record starts a new appender and commits.
+        with contextlib.suppress(DependencyUnavailableError):
+            await asyncio.wait_for(state.audit.record(make_record("lost-or-kept")), timeout=10)
+        await asyncio.wait_for(state.audit.record(make_record("after")), timeout=10)
+        stored = {record.request_id for record in await state.audit.query()}
+    finally:
+        await state.close()
+    assert {"before", "after"} <= stored
