@@ -10,6 +10,7 @@ and orjson, so it starts fast and stays small.
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import sys
 from typing import Any
@@ -71,6 +72,9 @@ class _Appender:
 
 
 def main() -> int:
+    # Ctrl-C reaches the whole process group; the server decides when this process ends, by
+    # closing its stdin (or by dying, which closes it too), so the rows already sent are committed.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
     # Raw reads only: a buffered readline could swallow rows that arrived with the config line.
     pending = b""
