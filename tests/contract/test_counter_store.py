@@ -147,7 +147,7 @@ async def test_hits_are_allowed_again_once_the_window_has_passed(store: CounterS
     assert not (await store.hit("caller", limit=2, window_s=1)).allowed
 
     deadline = started + 5
-    while not (usage := await store.hit("caller", limit=2, window_s=1)).allowed:
+    while not (await store.hit("caller", limit=2, window_s=1)).allowed:
         assert time.time() < deadline, "the counter never reopened"
         await asyncio.sleep(0.05)
     assert time.time() - started >= 0.95, "the counter reopened before its window passed"
