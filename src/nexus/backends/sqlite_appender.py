@@ -71,37 +71,45 @@ class _Appender:
         return "".join(answers)
 
 
+def _next_lines(fd: int, pending: bytes) -> tuple[list[bytes], bytes] | None:
+    """Every complete line available (reading until there is one) and the rest; None at end of input.
+
+    Raw reads only: a buffered reader could hold back rows that already arrived.
+    """
+    while b"\n" not in pending:
+        data = os.read(fd, _READ_BYTES)
+        if not data:
+            return None
+        pending += data
+    complete, _, rest = pending.rpartition(b"\n")
+    return complete.split(b"\n"), rest
+
+
+def _answer(appender: _Appender, lines: list[bytes]) -> str:
+    try:
+        rows = [orjson.loads(line) for line in lines]
+    except orjson.JSONDecodeError:
+        return f"err {len(lines)} unreadable audit row\n"
+    return appender.append(rows)
+
+
 def main() -> int:
     # Ctrl-C reaches the whole process group; the server decides when this process ends, by
     # closing its stdin (or by dying, which closes it too), so the rows already sent are committed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
-    # Raw reads only: a buffered readline could swallow rows that arrived with the config line.
-    pending = b""
-    while b"\n" not in pending:
-        chunk = os.read(stdin, _READ_BYTES)
-        if not chunk:
-            return 0
-        pending += chunk
-    config, _, pending = pending.partition(b"\n")
+    read = _next_lines(stdin, b"")
+    if read is None:
+        return 0
+    (config, *lines), pending = read
     appender = _Appender(orjson.loads(config))
     while True:
-        if b"\n" not in pending:
-            data = os.read(stdin, _READ_BYTES)
-            if not data:
-                return 0
-            pending += data
-        complete, newline, pending = pending.rpartition(b"\n")
-        if not newline:
-            continue
-        lines = complete.split(b"\n")
-        try:
-            rows = [orjson.loads(line) for line in lines]
-        except orjson.JSONDecodeError:
-            answer = f"err {len(lines)} unreadable audit row\n"
-        else:
-            answer = appender.append(rows)
-        os.write(stdout, answer.encode())
+        if lines:
+            os.write(stdout, _answer(appender, lines).encode())
+        read = _next_lines(stdin, pending)
+        if read is None:
+            return 0
+        lines, pending = read
 
 
 if __name__ == "__main__":

@@ -140,12 +140,7 @@ class SqliteAppender:
             self._starting = asyncio.Lock()
         async with self._starting:
             process = self._process
-            if (
-                process is not None
-                and process.returncode is None
-                and self._reader
-                and not self._reader.done()
-            ):
+            if process is not None and self._is_running(process):
                 return process
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
