@@ -81,7 +81,7 @@ class AuthenticationError(NexusError):
     title = "Authentication required"
     http_status = 401
     exit_code = 77
-    mcp = "transport_401"
+    mcp: ClassVar[McpRendering] = "transport_401"
 
 
 class ForbiddenError(NexusError):
@@ -141,3 +141,41 @@ class WorkflowFailedError(NexusError):
 
 class InternalError(NexusError):
     """Anything unexpected; the caller sees only the request id."""
+
+
+class MfaRequiredError(AuthenticationError):
+    """The first factor passed; a second one is due. `challenge_id` names the pending login."""
+
+    code = "mfa_required"
+    title = "Second factor required"
+    mcp = "tool_error"
+
+
+class MfaEnrollmentRequiredError(AuthenticationError):
+    """The first factor passed, MFA is required and the user has no active factor to answer with."""
+
+    code = "mfa_enrollment_required"
+    title = "Second factor enrollment required"
+    mcp = "tool_error"
+
+
+class ReauthenticationRequiredError(AuthenticationError):
+    """The call is sensitive and the caller's last authentication is too old (step-up)."""
+
+    code = "reauth_required"
+    title = "Re-authentication required"
+    mcp = "tool_error"
+
+
+class AccountLockedError(AuthenticationError):
+    """Too many failed logins from this address or for this account; retry after `retry_after`."""
+
+    code = "login_throttled"
+    title = "Too many failed logins"
+    http_status = 429
+    exit_code = 75
+    mcp = "tool_error"
+
+    def __init__(self, message: str, *, retry_after: int, **detail: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **detail)
+        self.retry_after = retry_after

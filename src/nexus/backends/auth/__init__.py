@@ -1,0 +1,1 @@
+"""Identity backends: password hashing, directories, SSO, second factors and token signing."""
