@@ -1,0 +1,19 @@
+"""The real OpenID provider process and a fresh login-state store per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from tests.support.oidc import oidc_provider
+
+from nexus.backends.ephemeral import MemoryEphemeralStore
+
+__all__ = ["oidc_provider"]
+
+
+@pytest.fixture
+async def ephemeral() -> AsyncIterator[MemoryEphemeralStore]:
+    store = MemoryEphemeralStore()
+    yield store
+    await store.close()
