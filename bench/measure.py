@@ -5,6 +5,7 @@ Servers run one at a time, so no two compete for the CPU; each is stopped before
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from bench import check, startup
 from bench.load import WrkOutputError, lua_script, run_wrk
+from bench.nexus_server import BENCH_PASSWORD, BENCH_USER
 from bench.process import HarnessError, Server, free_port, running
 from bench.report import Measurement
 
@@ -117,14 +119,31 @@ def measure_nexus(run: Run, *, full: bool) -> dict[str, Measurement]:
             headers["Authorization"] = f"Bearer {(state / 'api_key').read_text().strip()}"
         rows = {f"rss_{kind}": attempt(lambda: _idle_rss(server, api, headers))}
         rows[f"nexus_{kind}"] = attempt(lambda: _rest(run, f"nexus_{kind}", api, headers))
-        if not full:
+        if full:
+            session = {**headers, "Authorization": f"Bearer {_login(api)}"}
+            rows["nexus_session"] = attempt(lambda: _rest(run, "nexus_session", api, session))
+        else:
             rows["nexus_mcp"] = attempt(lambda: _mcp(run, "nexus_mcp", mcp))
         return rows
 
 
+def _login(port: int) -> str:
+    """Log in as the bench user; the API channel token of the new session."""
+    body = json.dumps({"username": BENCH_USER, "password": BENCH_PASSWORD})
+    status, text = check.post(port, "/auth/login", body, {"Content-Type": "application/json"})
+    if status != 200:
+        raise check.WrongAnswerError(f"login: HTTP {status}: {text[:200]}")
+    token: str = json.loads(text)["access_token"]
+    return token
+
+
 def measure_nexus_safely(run: Run, *, full: bool) -> dict[str, Measurement]:
     """As `measure_nexus`, but a server that never comes up fails its rows instead of the run."""
-    keys = ["nexus_full", "rss_full"] if full else ["nexus_defaults", "nexus_mcp", "rss_defaults"]
+    keys = (
+        ["nexus_full", "nexus_session", "rss_full"]
+        if full
+        else ["nexus_defaults", "nexus_mcp", "rss_defaults"]
+    )
     try:
         return measure_nexus(run, full=full)
     except ROW_ERRORS as exc:

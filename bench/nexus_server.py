@@ -2,7 +2,8 @@
 
 Run as `python -m bench.nexus_server --api-port P --mcp-port Q --state-dir D [--full]`. With
 `--full`, auth, a never-reached rate limit and monitoring are on, and the API key is written to
-D/api_key before the ports open (the harness waits for the ports, then reads it).
+D/api_key before the ports open (the harness waits for the ports, then reads it); the user
+`bench` exists too, for the harness to log in as (the session-token row).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from nexus.workflow import WorkflowBuilder
 
 # A rate limit per minute far above what one process can serve, so the limiter runs but never denies.
 UNREACHED_RATE_LIMIT = 10_000_000
+# The user the harness logs in as, for the session-token row (a channel token from a login session).
+BENCH_USER = "bench"
+BENCH_PASSWORD = "bench-password-not-secret"  # noqa: S105  # a throwaway bench account
 
 
 def build_app(api_port: int, mcp_port: int, state_dir: Path, *, full: bool) -> Nexus:
@@ -38,7 +42,10 @@ def build_app(api_port: int, mcp_port: int, state_dir: Path, *, full: bool) -> N
     builder.add_input("b", int)
     app.register("add", builder.build(), description="Add two integers.")
     if full:
+        # Long enough that no token expires during a run; the harness logs in once.
+        app.auth.access_token_duration = 3600
         issued = asyncio.run(app.create_api_key("bench"))
+        asyncio.run(app.create_user(BENCH_USER, BENCH_PASSWORD, roles=["bench"]))
         (state_dir / "api_key").write_text(issued.plaintext)
     return app
 

@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from nexus.core.auth.model import User
 from nexus.core.catalog import Catalog, Registration
 from nexus.core.identity import IssuedKey
 from nexus.core.types import ApiKey, AuditRecord
@@ -188,6 +189,12 @@ class Nexus:
             raise
         try:
             ports = dict(zip(_ports(sockets), assembly.apps, strict=True))
+            if assembly.mcp is not None:
+                api_port = _ports(sockets)[0]
+                host = self.options.host
+                assembly.mcp.authorization_servers = (
+                    f"http://{f'[{host}]' if ':' in host else host}:{api_port}",
+                )
             config = uvicorn.Config(
                 _PortDispatch(ports),
                 lifespan="off",
@@ -267,6 +274,56 @@ class Nexus:
     async def revoke_api_key(self, key_id: str) -> bool:
         async with self._admin() as admin:
             return await admin.revoke_api_key(key_id)
+
+    # -- users -------------------------------------------------------------------------------------
+
+    async def create_user(
+        self,
+        username: str,
+        password: str,
+        *,
+        roles: Iterable[str] = (),
+        attributes: Mapping[str, Any] | None = None,
+        phone: str | None = None,
+    ) -> User:
+        """Create a local user (argon2id password hash); needs `enable_auth=True`."""
+        async with self._admin() as admin:
+            return await admin.require_identity().create_user(
+                username, password, roles=roles, attributes=attributes, phone=phone
+            )
+
+    async def list_users(self) -> list[User]:
+        async with self._admin() as admin:
+            return await admin.require_identity().list_users()
+
+    async def update_user(
+        self,
+        username: str,
+        *,
+        roles: Iterable[str] | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        phone: str | None = None,
+        disabled: bool | None = None,
+    ) -> User:
+        """Change a user; new roles or disabling also end the user's sessions."""
+        async with self._admin() as admin:
+            return await admin.require_identity().update_user(
+                username, roles=roles, attributes=attributes, phone=phone, disabled=disabled
+            )
+
+    async def set_password(self, username: str, password: str) -> None:
+        """Set a local user's password; the user's sessions end."""
+        async with self._admin() as admin:
+            await admin.require_identity().set_password(username, password)
+
+    async def delete_user(self, username: str) -> bool:
+        async with self._admin() as admin:
+            return await admin.require_identity().delete_user(username)
+
+    async def revoke_sessions(self, username: str) -> int:
+        """End every session of a user, and with them every token derived from them."""
+        async with self._admin() as admin:
+            return await admin.require_identity().revoke_sessions(username)
 
     async def audit_log(
         self, *, workflow: str | None = None, principal_id: str | None = None, limit: int = 100

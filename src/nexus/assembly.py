@@ -7,17 +7,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from nexus.backends.prometheus import PrometheusMeter
 from nexus.backends.sql import SqlState, open_state
 from nexus.channels import codec
+from nexus.channels.auth import AuthRoutes
 from nexus.channels.cli.server import cli_routes
-from nexus.channels.http import HttpOptions, build_http_app
+from nexus.channels.http import CLI_PREFIX, HttpOptions, build_http_app
 from nexus.channels.mcp import McpChannel
 from nexus.core.audit import Auditor
+from nexus.core.auth.authenticator import CredentialAuthenticator, StepUp
+from nexus.core.auth.model import FactorKind
+from nexus.core.auth.policy import MfaPolicy, SessionPolicy, ThrottlePolicy
+from nexus.core.auth.ports import EphemeralStore, SessionStore
+from nexus.core.auth.service import IdentityParts, IdentityService
+from nexus.core.auth.throttle import LoginThrottle
 from nexus.core.authorization import AllowAll
 from nexus.core.catalog import Catalog
 from nexus.core.identity import (
@@ -31,12 +39,22 @@ from nexus.core.pipeline import Pipeline
 from nexus.core.ports import CounterStore, Meter
 from nexus.core.ratelimit import Limiter, NoLimit, RateLimiter
 from nexus.core.telemetry import NoopMeter, SystemClock
-from nexus.core.types import ApiKey
-from nexus.errors import NexusError
+from nexus.core.types import ApiKey, Channel
+from nexus.errors import ConfigurationError, NexusError
 from nexus.settings import Options, Settings
 from nexus.workflow import AsyncLocalRuntime
 
 VERSION = "0.1.0"
+
+
+@dataclass(eq=False)
+class IdentityRuntime:
+    """The identity side of a running app: the service, and what must be closed with it."""
+
+    service: IdentityService
+    closers: tuple[Callable[[], Awaitable[None]], ...]
+    jwks: Callable[[], dict[str, Any]]
+    api_keys_enabled: bool
 
 
 @dataclass(eq=False)
@@ -48,6 +66,7 @@ class Assembly:
     counters: CounterStore | None
     clock: SystemClock
     authenticator: Authenticator
+    identity: IdentityRuntime | None = None
     pipeline: Pipeline | None = None
     mcp: McpChannel | None = None
     apps: tuple[Any, ...] = field(default=())
@@ -71,9 +90,14 @@ class Assembly:
         return True
 
     async def close(self) -> None:
-        if self.counters is not None:
-            await self.counters.close()
-        await self.state.close()
+        try:
+            if self.identity is not None:
+                for close in self.identity.closers:
+                    await close()
+            if self.counters is not None:
+                await self.counters.close()
+        finally:
+            await self.state.close()
 
     async def create_api_key(self, name: str, *, roles: Iterable[str] = ()) -> IssuedKey:
         issued = new_api_key(name, roles, self.clock)
@@ -89,8 +113,13 @@ class Assembly:
         return revoked
 
     def forget_keys(self, key_id: str | None = None) -> None:
-        if isinstance(self.authenticator, ApiKeyAuthenticator):
+        if isinstance(self.authenticator, ApiKeyAuthenticator | CredentialAuthenticator):
             self.authenticator.forget(key_id)
+
+    def require_identity(self) -> IdentityService:
+        if self.identity is None:
+            raise ConfigurationError("Users and logins need enable_auth=True.")
+        return self.identity.service
 
 
 async def assemble(
@@ -99,20 +128,120 @@ async def assemble(
     """Open the backends and, when serving, build the pipeline and both channel apps."""
     clock = SystemClock()
     state = await open_state(options.state_url, audit_max_batch=settings.monitoring.audit_max_batch)
-    authenticator: Authenticator = AnonymousAuthenticator()
-    if options.enable_auth:
-        authenticator = ApiKeyAuthenticator(
-            state.keys, clock, cache_ttl_s=settings.auth.api_key_cache_seconds
-        )
-    assembly = Assembly(asyncio.get_running_loop(), state, None, clock, authenticator)
-    if not serving:
-        return assembly
+    assembly = Assembly(asyncio.get_running_loop(), state, None, clock, AnonymousAuthenticator())
     try:
-        await _build_serving_parts(assembly, options, settings, catalog)
+        if options.enable_auth:
+            identity = assembly.identity = await _open_identity(options, settings, state, clock)
+            keys = None
+            if identity.api_keys_enabled:
+                keys = ApiKeyAuthenticator(state.keys, clock, cache_ttl_s=settings.auth.api_key_cache_seconds)
+            assembly.authenticator = CredentialAuthenticator(api_keys=keys, identity=identity.service)
+        if serving:
+            await _build_serving_parts(assembly, options, settings, catalog)
     except BaseException:
         await assembly.close()
         raise
     return assembly
+
+
+async def _open_identity(
+    options: Options, settings: Settings, state: SqlState, clock: SystemClock
+) -> IdentityRuntime:
+    """Sessions, second factors, SSO and token keys, from `app.auth` (and Redis when configured)."""
+    from nexus.backends.auth.passwords import Argon2Hasher
+    from nexus.backends.auth.tokens import JwtCodec, generate_signing_key, public_jwks
+    from nexus.backends.auth.totp import TotpVerifier
+    from nexus.backends.counters import open_counter_store
+    from nexus.backends.ephemeral import MemoryEphemeralStore
+
+    auth = settings.auth
+    provider = auth.provider
+    closers: list[Callable[[], Awaitable[None]]] = []
+    sessions: SessionStore = state.sessions
+    ephemeral: EphemeralStore
+    if options.redis_url is not None:
+        from nexus.backends.ephemeral import RedisEphemeralStore
+        from nexus.backends.redis_sessions import RedisSessionStore
+
+        redis_sessions = RedisSessionStore(options.redis_url)
+        sessions = redis_sessions
+        closers.append(redis_sessions.close)
+        ephemeral = RedisEphemeralStore(options.redis_url)
+    else:
+        ephemeral = MemoryEphemeralStore()
+    closers.append(ephemeral.close)
+    # Login throttling counts failures apart from the request rate limit, always.
+    throttle_counters = open_counter_store(options.redis_url)
+    closers.append(throttle_counters.close)
+    mfa_config = auth.mfa
+    if mfa_config is None and provider is not None and provider.enable_mfa:
+        from nexus.enterprise.auth import MultiFactorAuth
+
+        mfa_config = MultiFactorAuth()
+    mfa = mfa_config.policy() if mfa_config is not None else MfaPolicy()
+    if provider is not None and not provider.enable_mfa and auth.mfa is not None:
+        raise ConfigurationError("app.auth.mfa is set but the provider says enable_mfa=False; pick one.")
+    parts = provider.open(ephemeral) if provider is not None else None
+    if parts is not None and parts.directory is not None:
+        closers.append(parts.directory.close)
+    hardware = None
+    if mfa_config is not None and FactorKind.HARDWARE_KEY in mfa.methods:
+        from nexus.backends.auth.webauthn import WebAuthnSettings, WebAuthnVerifier
+
+        hardware = WebAuthnVerifier(
+            WebAuthnSettings(rp_id=mfa_config.rp_id, rp_name=mfa_config.rp_name, origins=(mfa_config.origin,))
+        )
+    sms = None
+    if FactorKind.SMS in mfa.methods:
+        from nexus.backends.auth.sms import MessageSink
+
+        sms = (
+            mfa_config.sms_sender
+            if mfa_config is not None and mfa_config.sms_sender is not None
+            else MessageSink()
+        )
+    keys = list(await state.signing_keys.list())
+    if not any(key.retired_at is None for key in keys):
+        await state.signing_keys.add(generate_signing_key(now=clock.now()))
+        keys = list(await state.signing_keys.list())
+    codec = JwtCodec(keys, clock=clock, leeway=timedelta(seconds=auth.token_leeway_seconds))
+    identity_parts = IdentityParts(
+        users=state.users,
+        factors=state.factors,
+        sessions=sessions,
+        ephemeral=ephemeral,
+        hasher=Argon2Hasher(time_cost=auth.password_time_cost, memory_kib=auth.password_memory_kib),
+        tokens=codec,
+        throttle=LoginThrottle(
+            throttle_counters,
+            ephemeral,
+            clock,
+            ThrottlePolicy(
+                per_account=auth.login_failures_per_account, per_address=auth.login_failures_per_address
+            ),
+        ),
+        directory=parts.directory if parts is not None else None,
+        sso=parts.sso if parts is not None else {},
+        otp=TotpVerifier(),
+        hardware=hardware,
+        sms=sms,
+    )
+    policy = SessionPolicy(
+        issuer=auth.token_issuer,
+        session_duration_s=float(auth.session_duration),
+        access_token_s=float(auth.access_token_duration),
+        cross_channel_sso=auth.cross_channel_sso,
+        require_reauth_for=frozenset(auth.require_reauth_for),
+        reauth_max_age_s=float(auth.reauth_max_age),
+        cache_s=float(auth.session_cache_seconds),
+    )
+    service = IdentityService(identity_parts, clock, mfa=mfa, sessions=policy)
+    return IdentityRuntime(
+        service=service,
+        closers=tuple(reversed(closers)),
+        jwks=lambda: public_jwks(keys),
+        api_keys_enabled=provider is None or provider.enable_api_keys,
+    )
 
 
 async def _build_serving_parts(
@@ -137,6 +266,7 @@ async def _build_serving_parts(
         clock=assembly.clock,
         runtime=AsyncLocalRuntime(node_timeout_s=settings.api.node_timeout_seconds),
         encode=codec.dumps,
+        step_up=StepUp(assembly.identity.service.policy, assembly.clock) if assembly.identity else None,
     )
     http_options = HttpOptions(
         max_body_bytes=settings.api.max_body_bytes,
@@ -148,7 +278,14 @@ async def _build_serving_parts(
         title=options.title,
         version=VERSION,
     )
-    api_app = build_http_app(pipeline, http_options, extra_routes=cli_routes(pipeline, http_options))
+    extra = cli_routes(pipeline, http_options)
+    identity = assembly.identity
+    if identity is not None:
+        hosts = frozenset(settings.auth.sso_return_hosts)
+        for channel, prefix in ((Channel.API, ""), (Channel.CLI, CLI_PREFIX)):
+            routes = AuthRoutes(pipeline, identity.service, channel, jwks=identity.jwks, return_hosts=hosts)
+            extra += routes.routes(prefix)
+    api_app = build_http_app(pipeline, http_options, extra_routes=extra)
     mcp = McpChannel(
         pipeline, settings.mcp, auth_enabled=options.enable_auth, version=VERSION, host=options.host
     )

@@ -48,17 +48,82 @@ def _positive_number(value: object) -> bool:
 
 @dataclass(eq=False)
 class AuthSettings(Section):
-    """Identity settings."""
+    """Identity settings (the source document's `app.auth.*`)."""
 
     section: ClassVar[str] = "auth"
+    provider: Any = None
+    """An `EnterpriseAuthProvider`: LDAP, SSO, API keys and MFA switches. None: local users and API keys."""
+    mfa: Any = None
+    """A `MultiFactorAuth`: which second factors count, on which channels, for whom."""
+    session_duration: float = 28800
+    """Seconds a login session lasts; every channel token derived from it ends with it."""
+    cross_channel_sso: bool = True
+    """A session opened on one channel yields tokens for the others (each with its own audience)."""
+    require_reauth_for: list[str] = field(default_factory=list)
+    """Roles and workflow tags whose calls need an authentication younger than `reauth_max_age`."""
+    reauth_max_age: float = 900
+    """Seconds a login (with its second factor) counts as recent for `require_reauth_for`."""
+    access_token_duration: float = 900
+    """Seconds a channel access token lives (never past its session)."""
+    token_issuer: str = "nexus"  # noqa: S105  # a name, not a secret
+    """The `iss` of the tokens this app signs and accepts."""
+    token_leeway_seconds: float = 5.0
+    """Clock skew forgiven between nodes when checking a token's `exp` and `nbf`."""
+    session_cache_seconds: float = 5.0
+    """How long a checked session is trusted before the store is asked again (bounds how long a
+    logout in another process takes to reach this one; in this process it is immediate)."""
     api_key_cache_seconds: float = 5.0
     """How long a verified API key is trusted before the store is asked again (bounds revocation lag
     across processes; revocation in this process is immediate). 0 disables the cache."""
+    login_failures_per_account: int = 20
+    """Failed logins per account in 15 minutes before it locks for 15 minutes (addresses the user
+    logged in from before stay open)."""
+    login_failures_per_address: int = 100
+    """Failed logins per client address in 15 minutes before that address locks for 15 minutes."""
+    password_time_cost: int = 2
+    """Argon2id passes per password hash; a change rehashes each password at its next login."""
+    password_memory_kib: int = 19456
+    """Argon2id memory per password hash in KiB (OWASP: 19 MiB with 2 passes)."""
+    sso_return_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"])
+    """Hosts an SSO login may send the browser back to (besides this server's own paths)."""
 
     def validate(self) -> None:
-        value = self.api_key_cache_seconds
-        ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-        self._require(ok, "api_key_cache_seconds", "a number of seconds >= 0")
+        for name in ("api_key_cache_seconds", "session_cache_seconds", "token_leeway_seconds"):
+            value = getattr(self, name)
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+            self._require(ok, name, "a number of seconds >= 0")
+        for name in ("session_duration", "reauth_max_age", "access_token_duration"):
+            self._require(_positive_number(getattr(self, name)), name, "a positive number of seconds")
+        self._require(
+            self.access_token_duration <= self.session_duration,
+            "access_token_duration",
+            "at most session_duration",
+        )
+        self._require(isinstance(self.cross_channel_sso, bool), "cross_channel_sso", "True or False")
+        names = self.require_reauth_for
+        ok = isinstance(names, list | tuple | set | frozenset) and all(
+            isinstance(n, str) and n for n in names
+        )
+        self._require(ok, "require_reauth_for", "a list of role or tag names")
+        hosts = self.sso_return_hosts
+        ok = isinstance(hosts, list | tuple) and all(isinstance(h, str) and h for h in hosts)
+        self._require(ok, "sso_return_hosts", "a list of host names")
+        self._require(
+            isinstance(self.token_issuer, str) and bool(self.token_issuer), "token_issuer", "a string"
+        )
+        for name in ("login_failures_per_account", "login_failures_per_address", "password_time_cost"):
+            value = getattr(self, name)
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            self._require(ok, name, "a positive integer")
+        memory = self.password_memory_kib
+        ok = isinstance(memory, int) and not isinstance(memory, bool) and memory >= 64
+        self._require(ok, "password_memory_kib", "an integer >= 64")
+        for name, kind in (("provider", "EnterpriseAuthProvider"), ("mfa", "MultiFactorAuth")):
+            value = getattr(self, name)
+            check = getattr(value, "validate", None)
+            self._require(value is None or callable(check), name, f"a {kind} or None")
+            if value is not None and check is not None:
+                check()
 
 
 @dataclass(eq=False)
@@ -170,9 +235,13 @@ def check_options(options: Options) -> None:
         not isinstance(redis_url, str) or not redis_url.startswith(("redis://", "rediss://"))
     ):
         raise ConfigurationError("redis_url must start with redis:// or rediss://.")
-    if redis_url is not None and limit is None:
-        # Redis holds the shared rate-limit counters; accepted with nothing to hold it would do nothing.
-        raise ConfigurationError("redis_url holds the rate-limit counters: set rate_limit too, or drop it.")
+    if redis_url is not None and limit is None and not options.enable_auth:
+        # Redis holds the shared rate-limit counters and the login sessions; accepted with
+        # nothing to hold it would do nothing.
+        raise ConfigurationError(
+            "redis_url holds the rate-limit counters and login sessions: set rate_limit or "
+            "enable_auth too, or drop it."
+        )
     _check_flags_and_names(options)
 
 

@@ -40,7 +40,14 @@ def test_sections_come_in_a_fixed_order_named_as_the_app_exposes_them() -> None:
 @pytest.mark.parametrize(
     ("section", "valid"),
     [
-        ("auth", "api_key_cache_seconds"),
+        (
+            "auth",
+            "provider, mfa, session_duration, cross_channel_sso, require_reauth_for, reauth_max_age, "
+            "access_token_duration, token_issuer, token_leeway_seconds, session_cache_seconds, "
+            "api_key_cache_seconds, "
+            "login_failures_per_account, login_failures_per_address, password_time_cost, "
+            "password_memory_kib, sso_return_hosts",
+        ),
         ("monitoring", "metrics_path, audit_max_batch"),
         ("api", "max_body_bytes, docs_enabled, node_timeout_seconds"),
         ("mcp", "path, server_name"),
@@ -49,8 +56,8 @@ def test_sections_come_in_a_fixed_order_named_as_the_app_exposes_them() -> None:
 def test_unknown_setting_raises_attribute_error_naming_the_valid_ones(section: str, valid: str) -> None:
     target = SECTIONS[section]()
     with pytest.raises(AttributeError) as raised:
-        target.session_duration = 28800
-    assert str(raised.value) == f"app.{section} has no setting 'session_duration'; valid: {valid}."
+        target.session_lifetime = 28800
+    assert str(raised.value) == f"app.{section} has no setting 'session_lifetime'; valid: {valid}."
 
 
 def test_the_internal_frozen_flag_cannot_be_set_as_a_setting() -> None:

@@ -58,6 +58,7 @@ class HttpCall:
     params: Mapping[str, str]
     receive: Receive
     request_id: str
+    query: str = ""
 
     @property
     def credential(self) -> Credential | None:
@@ -188,6 +189,7 @@ def _call_of(scope: Scope, receive: Receive, params: dict[str, str]) -> HttpCall
     headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
     client = scope.get("client")
     address = client[0] if client else ""
+    query = scope.get("query_string", b"").decode("latin-1")
     return HttpCall(
-        scope["method"], scope["path"], headers, address, params, receive, request_id_from(headers)
+        scope["method"], scope["path"], headers, address, params, receive, request_id_from(headers), query
     )

@@ -37,6 +37,7 @@ from nexus.settings import McpSettings
 log = logging.getLogger("nexus.channels.mcp")
 
 CREDENTIAL_ENV = "NEXUS_TOKEN"
+PRM_PATH = "/.well-known/oauth-protected-resource"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -106,6 +107,8 @@ class McpChannel:
         self._pipeline = pipeline
         self._path = settings.path
         self._auth_enabled = auth_enabled
+        self.authorization_servers: tuple[str, ...] = ()
+        """Issuers of the tokens this resource accepts (the API port's URL once it is bound)."""
         self._tools: dict[str, tuple[WorkflowInfo, types.Tool]] = {}
         self._manager: StreamableHTTPSessionManager | None = None
         self._local_credential: Credential | None = None
@@ -169,6 +172,9 @@ class McpChannel:
         """The ASGI app of the MCP port: streamable HTTP at the configured path, 404 elsewhere."""
         if scope["type"] != "http":
             return
+        if self._auth_enabled and scope["path"] in (PRM_PATH, PRM_PATH + self._path):
+            await self._resource_metadata(scope, receive, send)
+            return
         if scope["path"] != self._path:
             await Response(status_code=404)(scope, receive, send)
             return
@@ -184,6 +190,31 @@ class McpChannel:
         await manager.handle_request(scope, receive, send)
 
     # -- transport authentication ----------------------------------------------------------------
+
+    def _origin(self, scope: Scope) -> str:
+        """This server as the caller addressed it (the Host header, checked by the SDK on loopback)."""
+        host = Headers(scope=scope).get("host")
+        if not host:
+            server = scope.get("server") or ("127.0.0.1", 0)
+            host = f"{server[0]}:{server[1]}"
+        return f"{scope.get('scheme', 'http')}://{host}"
+
+    async def _resource_metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """RFC 9728 protected resource metadata: what this resource is and who issues its tokens."""
+        origin = self._origin(scope)
+        document = {
+            "resource": f"{origin}{self._path}",
+            "authorization_servers": list(self.authorization_servers),
+            "bearer_methods_supported": ["header"],
+            "resource_name": self.server.name,
+            "resource_documentation": f"{self.authorization_servers[0]}/docs"
+            if self.authorization_servers
+            else None,
+        }
+        body = codec.dumps({k: v for k, v in document.items() if v is not None})
+        await Response(body, media_type="application/json", headers={"cache-control": "max-age=300"})(
+            scope, receive, send
+        )
 
     async def _admit(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
         """Authenticate at transport; the replaying `receive` on success, None once refused."""
@@ -202,7 +233,8 @@ class McpChannel:
             )
             await self._pipeline.authenticate(invocation)
         except AuthenticationError as error:
-            await _unauthorized(error, request_id, credential is not None)(scope, receive, send)
+            metadata = f"{self._origin(scope)}{PRM_PATH}{self._path}"
+            await _unauthorized(error, request_id, credential is not None, metadata)(scope, receive, send)
             return None
         except NexusError as error:
             await problem_response(error, request_id, self._path)(scope, receive, send)
@@ -306,11 +338,14 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-def _unauthorized(error: NexusError, request_id: str, had_credential: bool) -> Response:
+def _unauthorized(error: NexusError, request_id: str, had_credential: bool, metadata: str) -> Response:
     problem = _problem(error, request_id)
-    reason = "invalid_token" if had_credential else "invalid_request"
+    # RFC 6750: no error code when no credential came; RFC 9728: where the resource metadata is.
+    challenge = f'Bearer realm="nexus", resource_metadata="{metadata}"'
+    if had_credential:
+        challenge += ', error="invalid_token"'
     headers = {
-        "www-authenticate": f'Bearer realm="nexus", error="{reason}"',
+        "www-authenticate": challenge,
         "x-request-id": request_id,
     }
     return Response(codec.dumps(problem), status_code=401, media_type=PROBLEM, headers=headers)

@@ -15,13 +15,15 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from nexus.core.audit import Auditor
+from nexus.core.auth.authenticator import StepUp
 from nexus.core.authorization import Authorizer
 from nexus.core.catalog import Catalog, Registration
 from nexus.core.identity import Authenticator
 from nexus.core.ports import Clock, Meter
 from nexus.core.ratelimit import Limiter
-from nexus.core.types import Action, Decision, Invocation, Outcome, Result, WorkflowInfo
+from nexus.core.types import Action, Decision, Invocation, Outcome, Principal, Result, WorkflowInfo
 from nexus.errors import (
+    AccountLockedError,
     AuthenticationError,
     DeadlineExceededError,
     DependencyUnavailableError,
@@ -41,10 +43,13 @@ log = logging.getLogger("nexus.pipeline")
 ALL_WORKFLOWS = "*"
 # Names nobody registered never become metric labels: callers could otherwise mint series at will.
 UNKNOWN_WORKFLOW = "_unknown"
+# The audit's and the metrics' name for the login conversation (login, second factor, tokens, logout).
+AUTH_SURFACE = "_auth"
 
 _OUTCOMES: tuple[tuple[type[NexusError], Outcome], ...] = (
     (InvalidInputError, Outcome.INVALID_INPUT),
     (WorkflowNotFoundError, Outcome.NOT_FOUND),
+    (AccountLockedError, Outcome.RATE_LIMITED),
     (AuthenticationError, Outcome.UNAUTHENTICATED),
     (ForbiddenError, Outcome.FORBIDDEN),
     (RateLimitedError, Outcome.RATE_LIMITED),
@@ -81,6 +86,14 @@ class _Trail:
     metric_workflow: str = UNKNOWN_WORKFLOW
 
 
+@dataclass(slots=True)
+class AuditSubject:
+    """Filled in by a login step: which account it concerned, and what happened, for the audit."""
+
+    principal_id: str | None = None
+    reason: str = ""
+
+
 class Pipeline:
     """Wires the stages; built once by the app, shared by every channel."""
 
@@ -96,6 +109,7 @@ class Pipeline:
         clock: Clock,
         runtime: AsyncLocalRuntime,
         encode: Callable[[Any], object] = json.dumps,
+        step_up: StepUp | None = None,
     ) -> None:
         """`encode` is how channels will serialize outputs; a run whose outputs it refuses fails."""
         self.catalog = catalog
@@ -107,6 +121,7 @@ class Pipeline:
         self._clock = clock
         self._runtime = runtime
         self._encode = encode
+        self._step_up = step_up if step_up is not None and step_up.active else None
 
     async def execute(self, invocation: Invocation) -> Result:
         if invocation.action is not Action.EXECUTE:
@@ -154,6 +169,8 @@ class Pipeline:
             invocation = trail.invocation = await self._identify_or_count(invocation)
             decision = self._authorize(invocation, trail)
             trail.reason = decision.reason
+            if self._step_up is not None and invocation.action is Action.EXECUTE:
+                self._check_step_up(self._step_up, invocation, trail)
             await self._limiter.check(invocation)
             value = await operation(invocation)
             trail.outcome, trail.error_code = Outcome.SUCCESS, None
@@ -167,6 +184,44 @@ class Pipeline:
             raise InternalError(f"Unexpected error; request id {invocation.request_id}.") from exc
         finally:
             await self._finish(trail, started)
+
+    async def account(self, invocation: Invocation, operation: Callable[[AuditSubject], Awaitable[T]]) -> T:
+        """A step of the login conversation (`invocation.action` names it): rate-limited by client
+        address like any call, audited and metered under `AUTH_SURFACE` with the outcome and reason.
+
+        `operation` names the account it acted for through the `AuditSubject` it is handed.
+        """
+        invocation = replace(invocation, workflow=AUTH_SURFACE)
+        trail = _Trail(invocation, metric_workflow=AUTH_SURFACE)
+        subject = AuditSubject()
+        started = self._clock.monotonic()
+        try:
+            await self._limiter.check(invocation)
+            value = await operation(subject)
+            trail.outcome, trail.error_code = Outcome.SUCCESS, None
+            return value
+        except NexusError as exc:
+            trail.outcome, trail.error_code, trail.reason = outcome_of(exc), exc.code, exc.message
+            raise
+        except Exception as exc:
+            log.exception("unexpected error", extra={"request_id": invocation.request_id})
+            raise InternalError(f"Unexpected error; request id {invocation.request_id}.") from exc
+        finally:
+            if subject.principal_id is not None:
+                who = Principal(id=subject.principal_id, kind="login")
+                trail.invocation = replace(trail.invocation, principal=who)
+            trail.reason = trail.reason or subject.reason
+            await self._finish(trail, started)
+
+    def _check_step_up(self, step_up: StepUp, invocation: Invocation, trail: _Trail) -> None:
+        tags = () if invocation.workflow == ALL_WORKFLOWS else self.catalog.get(invocation.workflow).info.tags
+        try:
+            passed = step_up.check(invocation.principal, tags)
+        except NexusError as exc:
+            trail.reason = exc.message
+            raise
+        if passed:
+            trail.reason = f"{trail.reason}; {passed}" if trail.reason else passed
 
     async def _finish(self, trail: _Trail, started: float) -> None:
         elapsed = self._clock.monotonic() - started

@@ -29,6 +29,12 @@ class Action(enum.StrEnum):
 
     READ = "read"
     EXECUTE = "execute"
+    LOGIN = "login"
+    MFA = "mfa"
+    TOKEN = "token"  # noqa: S105  # an action name, not a secret
+    REAUTH = "reauth"
+    LOGOUT = "logout"
+    ENROLL = "enroll"
 
 
 class Outcome(enum.StrEnum):
@@ -61,6 +67,10 @@ class Principal:
     kind: str
     roles: frozenset[str] = frozenset()
     attributes: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    session_id: str | None = None
+    """The login session behind a session-derived token; None for API keys and anonymous callers."""
+    auth_time: datetime | None = None
+    """When the caller last proved who they are (step-up compares against it); None when unknown."""
 
     @property
     def is_anonymous(self) -> bool:

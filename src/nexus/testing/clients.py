@@ -23,6 +23,10 @@ _BY_CODE = {
     "payload_too_large": Outcome.INVALID_INPUT,
     "workflow_not_found": Outcome.NOT_FOUND,
     "not_authenticated": Outcome.UNAUTHENTICATED,
+    "mfa_required": Outcome.UNAUTHENTICATED,
+    "mfa_enrollment_required": Outcome.UNAUTHENTICATED,
+    "reauth_required": Outcome.UNAUTHENTICATED,
+    "login_throttled": Outcome.RATE_LIMITED,
     "forbidden": Outcome.FORBIDDEN,
     "rate_limited": Outcome.RATE_LIMITED,
     "quota_exceeded": Outcome.RATE_LIMITED,
@@ -147,6 +151,7 @@ class McpClient:
 
         async def remember(response: httpx2.Response) -> None:
             if response.status_code == 401:
+                await response.aread()
                 self._refusal = response
 
         self._refusal = None
@@ -189,6 +194,12 @@ class McpClient:
         raw = {"status": response.status_code, "headers": dict(response.headers)}
         if response.status_code == 401:
             raw["www_authenticate"] = response.headers.get("www-authenticate", "")
+            try:
+                problem = response.json()
+            except (ValueError, httpx2.ResponseNotRead):
+                problem = None
+            if isinstance(problem, dict) and "code" in problem:
+                return _problem_reply(self.channel, problem, raw)
             return Reply(self.channel, Outcome.UNAUTHENTICATED, "not_authenticated", None, None, raw)
         return Reply(self.channel, Outcome.ERROR, None, None, None, raw)
 

@@ -329,7 +329,11 @@ async def test_without_a_token_the_transport_answers_401_with_a_bearer_challenge
         async with http_client(rig) as http:
             response = await http.post(URL, json=call_body("add"), headers=POST_HEADERS)
         assert response.status_code == 401
-        assert response.headers["www-authenticate"] == 'Bearer realm="nexus", error="invalid_request"'
+        # RFC 6750 3.1: no error code when no credential came; RFC 9728 5.1: where the metadata is.
+        assert response.headers["www-authenticate"] == (
+            'Bearer realm="nexus", '
+            'resource_metadata="http://127.0.0.1:3000/.well-known/oauth-protected-resource/mcp"'
+        )
         assert response.headers["content-type"] == "application/problem+json"
         problem = response.json()
         assert problem["code"] == "not_authenticated"
@@ -346,7 +350,11 @@ async def test_a_wrong_token_is_refused_at_transport_as_an_invalid_token() -> No
                 URL, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=POST_HEADERS
             )
         assert response.status_code == 401
-        assert response.headers["www-authenticate"] == 'Bearer realm="nexus", error="invalid_token"'
+        assert response.headers["www-authenticate"] == (
+            'Bearer realm="nexus", '
+            'resource_metadata="http://127.0.0.1:3000/.well-known/oauth-protected-resource/mcp", '
+            'error="invalid_token"'
+        )
         [record] = await rig.records("*")
         assert (record.outcome, record.error_code) == (Outcome.UNAUTHENTICATED, "not_authenticated")
 

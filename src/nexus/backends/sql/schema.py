@@ -8,7 +8,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Float, Index, Integer, MetaData, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -73,4 +85,69 @@ audit_records = Table(
     Index("ix_audit_records_principal_id", "principal_id"),
     # AUTOINCREMENT keeps ids increasing after deletes, so id breaks ties in time order.
     sqlite_autoincrement=True,
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("username", Text, nullable=False),
+    Column("username_key", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("roles", Text, nullable=False),
+    Column("attributes", Text, nullable=False),
+    Column("password_hash", Text, nullable=True),
+    Column("phone", Text, nullable=True),
+    Column("disabled", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("username_key", name="uq_users_username_key"),
+)
+
+mfa_factors = Table(
+    "mfa_factors",
+    metadata,
+    Column("factor_id", Text, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("label", Text, nullable=False),
+    Column("credential_id", Text, nullable=True),
+    Column("sign_count", BigInteger, nullable=False),
+    Column("last_step", BigInteger, nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime, nullable=True),
+    Index("ix_mfa_factors_user_id", "user_id"),
+    UniqueConstraint("credential_id", name="uq_mfa_factors_credential_id"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("session_id", Text, primary_key=True),
+    Column("user_id", Text, nullable=False),
+    Column("username", Text, nullable=False),
+    Column("method", Text, nullable=False),
+    Column("roles", Text, nullable=False),
+    Column("attributes", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("auth_time", UtcDateTime, nullable=False),
+    Column("origin_channel", Text, nullable=False),
+    Column("secret_hash", Text, nullable=False),
+    Column("mfa_time", UtcDateTime, nullable=True),
+    Column("mfa_channels", Text, nullable=False),
+    Column("revoked_at", UtcDateTime, nullable=True),
+    Index("ix_sessions_user_id", "user_id"),
+    Index("ix_sessions_expires_at", "expires_at"),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", Text, primary_key=True),
+    Column("algorithm", Text, nullable=False),
+    Column("private_pem", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("retired_at", UtcDateTime, nullable=True),
 )

@@ -1,4 +1,4 @@
-"""The SQL state store: one engine, migrated at open, exposing the `KeyStore` and `AuditSink` ports.
+"""The SQL state store: one engine, migrated at open, exposing the key, audit and identity stores.
 
 `open_state(url)` is the only way in; SQLite (the default file) and PostgreSQL are chosen by URL.
 """
@@ -25,18 +25,26 @@ from nexus.backends.sql.engine import (
     safe_url,
     unavailable,
 )
+from nexus.backends.sql.factor_store import SqlFactorStore
 from nexus.backends.sql.key_store import SqlKeyStore
+from nexus.backends.sql.session_store import SqlSessionStore
+from nexus.backends.sql.signing_key_store import SqlSigningKeyStore
 from nexus.backends.sql.upgrade import MigrationFailedError, UnknownRevisionError, migrate
+from nexus.backends.sql.user_store import SqlUserStore
 from nexus.errors import ConfigurationError, DependencyUnavailableError
 
 
 class SqlState:
-    """The opened state database; `keys` and `audit` share its engine. Close it once, at shutdown."""
+    """The opened state database; every store shares its engine. Close it once, at shutdown."""
 
     def __init__(self, engine: AsyncEngine, *, audit_max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self.engine = engine
         self.keys = SqlKeyStore(engine)
         self.audit = SqlAuditSink(engine, max_batch=audit_max_batch)
+        self.users = SqlUserStore(engine)
+        self.factors = SqlFactorStore(engine)
+        self.sessions = SqlSessionStore(engine)
+        self.signing_keys = SqlSigningKeyStore(engine)
 
     @property
     def url(self) -> str:

@@ -7,6 +7,7 @@ keys) are kept out of `repr`, so a record printed in a log line carries none of 
 from __future__ import annotations
 
 import enum
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -125,3 +126,8 @@ def mask_phone(phone: str) -> str:
     shown = 2 if len(digits) >= 7 else 0
     prefix = "+" if phone.startswith("+") else ""
     return prefix + "*" * (len(digits) - shown) + "".join(digits[len(digits) - shown :])
+
+
+def username_key(username: str) -> str:
+    """The form usernames are unique and looked up in: NFKC-normalized and case-folded."""
+    return unicodedata.normalize("NFKC", username).casefold()

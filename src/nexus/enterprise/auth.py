@@ -1,0 +1,231 @@
+"""The source document's authentication classes: `EnterpriseAuthProvider` and `MultiFactorAuth`.
+
+Both only describe what is wanted and check it at once; the assembly turns them into the policies
+and adapters of `nexus.core.auth`. Nothing accepted here is ignored: every argument changes what
+a login does, or construction fails naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from nexus.core.auth.model import FactorKind
+from nexus.core.auth.policy import MfaPolicy
+from nexus.core.auth.ports import Directory, EphemeralStore, SsoProtocol
+from nexus.core.types import Channel
+from nexus.errors import ConfigurationError
+
+_METHODS = {kind.value for kind in FactorKind if kind is not FactorKind.RECOVERY}
+_CHANNELS = {channel.value for channel in Channel}
+
+
+def _names(value: object, what: str) -> frozenset[str]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigurationError(f"{what} must be a list of names, got {value!r}.")
+    items = list(value)
+    if not all(isinstance(item, str) and item for item in items):
+        raise ConfigurationError(f"{what} must be a list of non-empty names, got {items!r}.")
+    return frozenset(items)
+
+
+@dataclass(frozen=True, eq=False)
+class MultiFactorAuth:
+    """Second factors: which methods count, on which channels they are due, and who is exempt.
+
+    `session_binding=True` makes one second factor cover every channel of the login session;
+    with False, each channel asks for its own before it gets a token. `rp_id` and `origin` are the
+    WebAuthn relying party of `hardware_key` (the site users register their keys with).
+    """
+
+    methods: Iterable[str] = ("totp",)
+    required_for: Iterable[str] = ("api", "cli", "mcp")
+    bypass_roles: Iterable[str] = ()
+    session_binding: bool = True
+    rp_id: str | None = None
+    origin: str | None = None
+    rp_name: str = "Nexus"
+    challenge_seconds: float = 300
+    max_attempts: int = 5
+    sms_sender: Any = None
+    """Delivers text messages (`async send(phone, message)`); a development sink when None."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        methods = _names(self.methods, "MultiFactorAuth.methods")
+        if not methods or not methods <= _METHODS:
+            raise ConfigurationError(
+                f"MultiFactorAuth.methods must be some of {sorted(_METHODS)}, got {sorted(methods)}."
+            )
+        channels = _names(self.required_for, "MultiFactorAuth.required_for")
+        if not channels <= _CHANNELS:
+            raise ConfigurationError(
+                f"MultiFactorAuth.required_for must be some of {sorted(_CHANNELS)}, got {sorted(channels)}."
+            )
+        _names(self.bypass_roles, "MultiFactorAuth.bypass_roles")
+        if not isinstance(self.session_binding, bool):
+            raise ConfigurationError("MultiFactorAuth.session_binding must be True or False.")
+        if "hardware_key" in methods and (not self.rp_id or not self.origin):
+            raise ConfigurationError(
+                "MultiFactorAuth with hardware_key needs rp_id and origin (the site keys register with)."
+            )
+        if (
+            not isinstance(self.max_attempts, int)
+            or isinstance(self.max_attempts, bool)
+            or self.max_attempts < 1
+        ):
+            raise ConfigurationError("MultiFactorAuth.max_attempts must be a positive integer.")
+        seconds = self.challenge_seconds
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 30 <= seconds <= 3600:
+            raise ConfigurationError("MultiFactorAuth.challenge_seconds must be from 30 to 3600.")
+        if self.sms_sender is not None and not callable(getattr(self.sms_sender, "send", None)):
+            raise ConfigurationError("MultiFactorAuth.sms_sender must have an async send(phone, message).")
+
+    def policy(self) -> MfaPolicy:
+        return MfaPolicy(
+            methods=frozenset(FactorKind(m) for m in _names(self.methods, "methods")),
+            required_for=frozenset(Channel(c) for c in _names(self.required_for, "required_for")),
+            bypass_roles=_names(self.bypass_roles, "bypass_roles"),
+            session_binding=self.session_binding,
+            challenge_ttl_s=float(self.challenge_seconds),
+            max_attempts=self.max_attempts,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderParts:
+    """What a provider contributes to the running app."""
+
+    directory: Directory | None
+    sso: Mapping[str, SsoProtocol]
+
+
+@dataclass(frozen=True, eq=False)
+class EnterpriseAuthProvider:
+    """Where identities come from: local users always, plus an LDAP directory and SSO.
+
+    `ldap_server` is the directory URL; the other LDAP settings go as `ldap_<name>=` (for example
+    `ldap_user_base`, `ldap_bind_dn`, `ldap_group_role_map`; see `nexus.backends.auth.ldap.LdapSettings`).
+    `sso_endpoint` is an OIDC issuer, or a SAML identity provider's metadata URL when it mentions
+    saml (or `sso_protocol="saml"`); their settings go as `oidc_<name>=` / `saml_<name>=`.
+    `enable_api_keys=False` refuses API keys on every channel; `enable_mfa=True` requires a second
+    factor (TOTP on every channel unless `app.auth.mfa` says otherwise).
+    """
+
+    ldap_server: str | None = None
+    sso_endpoint: str | None = None
+    enable_api_keys: bool = True
+    enable_mfa: bool = False
+    sso_protocol: str = "auto"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        ldap_server: str | None = None,
+        sso_endpoint: str | None = None,
+        enable_api_keys: bool = True,
+        enable_mfa: bool = False,
+        *,
+        sso_protocol: str = "auto",
+        **options: Any,
+    ) -> None:
+        object.__setattr__(self, "ldap_server", ldap_server)
+        object.__setattr__(self, "sso_endpoint", sso_endpoint)
+        object.__setattr__(self, "enable_api_keys", enable_api_keys)
+        object.__setattr__(self, "enable_mfa", enable_mfa)
+        object.__setattr__(self, "sso_protocol", sso_protocol)
+        object.__setattr__(self, "options", dict(options))
+        self.validate()
+
+    def validate(self) -> None:
+        for name in ("enable_api_keys", "enable_mfa"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigurationError(f"EnterpriseAuthProvider.{name} must be True or False.")
+        for name in ("ldap_server", "sso_endpoint"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or "://" not in value):
+                raise ConfigurationError(f"EnterpriseAuthProvider.{name} must be a URL, got {value!r}.")
+        if self.sso_protocol not in ("auto", "oidc", "saml"):
+            raise ConfigurationError("EnterpriseAuthProvider.sso_protocol must be 'auto', 'oidc' or 'saml'.")
+        unknown = [k for k in self.options if not k.startswith(("ldap_", "oidc_", "saml_"))]
+        if unknown:
+            raise ConfigurationError(
+                f"EnterpriseAuthProvider got unknown arguments {sorted(unknown)}; LDAP, OIDC and SAML "
+                "settings are passed as ldap_<name>, oidc_<name> and saml_<name>."
+            )
+        if self.ldap_server is None and self._group("ldap_"):
+            raise ConfigurationError("ldap_* settings were given without ldap_server.")
+        self._ldap_settings()
+        self._sso_settings()
+
+    @property
+    def uses_saml(self) -> bool:
+        if self.sso_endpoint is None:
+            return False
+        if self.sso_protocol != "auto":
+            return self.sso_protocol == "saml"
+        return "saml" in urlsplit(self.sso_endpoint).path.lower() or bool(self._group("saml_"))
+
+    def _group(self, prefix: str) -> dict[str, Any]:
+        return {k[len(prefix) :]: v for k, v in self.options.items() if k.startswith(prefix)}
+
+    def _ldap_settings(self) -> Any:
+        if self.ldap_server is None:
+            return None
+        from nexus.backends.auth.ldap import LdapSettings
+
+        return _build(LdapSettings, "ldap_", {"url": self.ldap_server, **self._group("ldap_")})
+
+    def _sso_settings(self) -> tuple[str, Any] | None:
+        if self.sso_endpoint is None:
+            return None
+        if self.uses_saml:
+            from nexus.backends.auth.saml import SamlSettings
+
+            given = self._group("saml_")
+            given.setdefault("idp_metadata", self.sso_endpoint)
+            return "saml", _build(SamlSettings, "saml_", given)
+        from nexus.backends.auth.oidc import OidcSettings
+
+        return "oidc", _build(OidcSettings, "oidc_", {"issuer": self.sso_endpoint, **self._group("oidc_")})
+
+    def open(self, ephemeral: EphemeralStore) -> ProviderParts:
+        """Build the directory and SSO adapters (no network traffic yet)."""
+        directory: Directory | None = None
+        ldap = self._ldap_settings()
+        if ldap is not None:
+            from nexus.backends.auth.ldap import LdapDirectory
+
+            directory = LdapDirectory(ldap)
+        sso: dict[str, SsoProtocol] = {}
+        chosen = self._sso_settings()
+        if chosen is not None:
+            name, settings = chosen
+            if name == "saml":
+                from nexus.backends.auth.saml import SamlServiceProvider
+
+                sso["saml"] = SamlServiceProvider(settings, ephemeral)
+            else:
+                from nexus.backends.auth.oidc import OidcClient
+
+                sso["oidc"] = OidcClient(settings, ephemeral)
+        return ProviderParts(directory=directory, sso=sso)
+
+
+def _build(kind: Any, prefix: str, values: Mapping[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigurationError(
+            f"Unknown settings {', '.join(prefix + u for u in unknown)}; valid: "
+            f"{', '.join(sorted(prefix + n for n in names))}."
+        )
+    try:
+        return kind(**values)
+    except TypeError as exc:
+        raise ConfigurationError(f"Incomplete {prefix.rstrip('_').upper()} settings: {exc}.") from exc
