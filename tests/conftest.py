@@ -21,6 +21,9 @@ from nexus.backends.memory import MemoryAuditSink, MemoryKeyStore
 from nexus.backends.sql import SqlState, open_state
 from nexus.core.ports import AuditSink, KeyStore
 
+# The real identity servers (OIDC provider, SAML IdP, slapd), each started once per session on first use.
+pytest_plugins = ("tests.support.oidc", "tests.support.saml", "tests.support.ldap")
+
 POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 

@@ -5,11 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from tests.support.oidc import oidc_provider
 
 from nexus.backends.ephemeral import MemoryEphemeralStore
-
-__all__ = ["oidc_provider"]
 
 
 @pytest.fixture
