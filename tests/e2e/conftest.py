@@ -19,8 +19,8 @@ from nexus.workflow.builder import WorkflowBuilder
 CHANNELS = [Channel.API, Channel.CLI, Channel.MCP]
 
 
-def build_app(state_url: str, **options: Any) -> Nexus:
-    app = Nexus(api_port=0, mcp_port=0, state_url=state_url, **options)
+def build_app(state_url: str, *, api_port: int = 0, **options: Any) -> Nexus:
+    app = Nexus(api_port=api_port, mcp_port=0, state_url=state_url, **options)
     add = WorkflowBuilder()
     add.add_input("a", int, description="First addend")
     add.add_input("b", int, description="Second addend")

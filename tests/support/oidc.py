@@ -56,6 +56,10 @@ REALMS: dict[str, Any] = {
 }
 
 
+def app_redirect_uri(port: int) -> str:
+    return f"http://127.0.0.1:{port}/auth/sso/oidc/callback"
+
+
 def free_port() -> int:
     """A loopback port nothing listens on right now."""
     with socket.socket() as probe:
@@ -66,10 +70,19 @@ def free_port() -> int:
 
 @dataclass(frozen=True)
 class OidcProvider:
-    """Handle on the running provider process."""
+    """Handle on the running provider process.
+
+    `app_port` is where a Nexus app under test must serve its API: the client "nexus-app" of
+    realm "main" redirects to that port's `/auth/sso/oidc/callback`.
+    """
 
     base_url: str
     pid: int
+    app_port: int = 0
+
+    @property
+    def app_redirect_uri(self) -> str:
+        return app_redirect_uri(self.app_port)
 
     def issuer(self, realm: str = "main") -> str:
         return f"{self.base_url}/realms/{realm}"
@@ -135,7 +148,11 @@ def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProv
     """The provider process, started once for the session and stopped by its PID."""
     workdir = tmp_path_factory.mktemp("oidc-provider")
     config, log = workdir / "realms.json", workdir / "provider.log"
-    config.write_text(json.dumps(REALMS))
+    app_port = free_port()
+    app_client = {**_client("nexus-app"), "redirect_uris": [app_redirect_uri(app_port)]}
+    realms = json.loads(json.dumps(REALMS))
+    realms["realms"]["main"]["clients"].append(app_client)
+    config.write_text(json.dumps(realms))
     port = free_port()
     command = [
         sys.executable,
@@ -149,7 +166,7 @@ def oidc_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProv
     with log.open("wb") as output:
         process = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
     try:
-        provider = OidcProvider(base_url=f"http://127.0.0.1:{port}", pid=process.pid)
+        provider = OidcProvider(base_url=f"http://127.0.0.1:{port}", pid=process.pid, app_port=app_port)
         _wait_until_ready(process, f"{provider.issuer()}/.well-known/openid-configuration", log)
         yield provider
     finally:

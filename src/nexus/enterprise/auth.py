@@ -194,8 +194,8 @@ class EnterpriseAuthProvider:
 
         return "oidc", _build(OidcSettings, "oidc_", {"issuer": self.sso_endpoint, **self._group("oidc_")})
 
-    def open(self, ephemeral: EphemeralStore) -> ProviderParts:
-        """Build the directory and SSO adapters (no network traffic yet)."""
+    async def open(self, ephemeral: EphemeralStore) -> ProviderParts:
+        """Build the directory and SSO adapters (SAML reads the IdP metadata, off the event loop)."""
         directory: Directory | None = None
         ldap = self._ldap_settings()
         if ldap is not None:
@@ -209,7 +209,7 @@ class EnterpriseAuthProvider:
             if name == "saml":
                 from nexus.backends.auth.saml import SamlServiceProvider
 
-                sso["saml"] = SamlServiceProvider(settings, ephemeral)
+                sso["saml"] = await SamlServiceProvider.open(settings, ephemeral)
             else:
                 from nexus.backends.auth.oidc import OidcClient
 

@@ -1,0 +1,197 @@
+"""Single sign-on through a served app, against the real OIDC provider and SAML IdP processes.
+
+The browser is played with plain HTTP: start at `/auth/sso/{protocol}/start`, follow the identity
+provider, come back to the app's callback. API and MCP logins get their grant from the callback;
+the CLI's comes back to its loopback `return_to` as a one-time code, exchanged at
+`/cli/v1/auth/sso/exchange`. Each protocol's login then calls a workflow on that channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import httpx2
+import pytest
+from tests.e2e.conftest import build_app
+from tests.support.oidc import CLIENT_SECRET, OidcProvider, free_port
+from tests.support.saml import KeyPair, SamlIdp
+
+from nexus import Nexus, RunningNexus
+from nexus.core.types import Channel, Outcome
+from nexus.enterprise.auth import EnterpriseAuthProvider
+from nexus.testing.clients import ChannelClient
+
+ClientFactory = Callable[..., ChannelClient]
+FORM_FIELD = re.compile(r'name="([A-Za-z]+)" value="([^"]*)"')
+LOOPBACK_RETURN = "http://127.0.0.1:9/callback"  # the CLI's listener; never contacted here
+ROLE_MAP = {"admins": "admin", "developers": "developer"}
+
+
+@pytest.fixture
+async def sso_app(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    running: list[RunningNexus] = []
+
+    async def start(port: int, provider: EnterpriseAuthProvider) -> RunningNexus:
+        app: Nexus = build_app(f"sqlite:///{tmp_path}/sso-{len(running)}.db", api_port=port, enable_auth=True)
+        app.auth.provider = provider
+        server = await asyncio.to_thread(app.start_in_thread)
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        await asyncio.to_thread(server.stop)
+
+
+async def _start_url(http: httpx2.AsyncClient, server: RunningNexus, protocol: str, channel: Channel) -> str:
+    query: dict[str, str] = {"channel": channel.value}
+    if channel is Channel.CLI:
+        query["return_to"] = LOOPBACK_RETURN
+    start = await http.get(f"{server.api_url}/auth/sso/{protocol}/start?{urlencode(query)}")
+    assert start.status_code == 302, start.text
+    return start.headers["location"]
+
+
+async def _finish(
+    http: httpx2.AsyncClient, server: RunningNexus, callback: httpx2.Response, channel: Channel
+) -> dict[str, Any]:
+    """The grant, from the callback (API, MCP) or through the CLI's one-time code."""
+    if channel is not Channel.CLI:
+        assert callback.status_code == 200, callback.text
+        grant: dict[str, Any] = callback.json()
+        return grant
+    assert callback.status_code == 302, callback.text
+    location = callback.headers["location"]
+    assert location.startswith(LOOPBACK_RETURN + "?code=")
+    code = dict(parse_qsl(urlsplit(location).query))["code"]
+    exchanged = await http.post(f"{server.api_url}/cli/v1/auth/sso/exchange", json={"code": code})
+    assert exchanged.status_code == 200, exchanged.text
+    again = await http.post(f"{server.api_url}/cli/v1/auth/sso/exchange", json={"code": code})
+    assert again.status_code == 401  # the code is single-use
+    grant = exchanged.json()
+    return grant
+
+
+async def test_oidc_login_yields_a_token_for_its_channel(
+    sso_app: Callable[..., Any],
+    oidc_provider: OidcProvider,
+    channel: Channel,
+    client: ClientFactory,
+) -> None:
+    provider = EnterpriseAuthProvider(
+        sso_endpoint=oidc_provider.issuer(),
+        oidc_client_id="nexus-app",
+        oidc_client_secret=CLIENT_SECRET,
+        oidc_redirect_uri=oidc_provider.app_redirect_uri,
+        oidc_role_map=ROLE_MAP,
+    )
+    server = await sso_app(oidc_provider.app_port, provider)
+    async with httpx2.AsyncClient(timeout=10) as http:
+        authorize = await _start_url(http, server, "oidc", channel)
+        idp = await http.get(f"{authorize}&{urlencode({'login_hint': 'alice'})}")
+        assert idp.status_code == 302, idp.text
+        callback = await http.get(idp.headers["location"])
+        grant = await _finish(http, server, callback, channel)
+    assert grant["channel"] == channel.value
+    assert sorted(grant["user"]["roles"]) == ["admin", "developer"]
+    reply = await client(channel, server, grant["access_token"]).execute("add", {"a": 4, "b": 5})
+    assert reply.ok, reply
+    records = await server.app.audit_log(workflow="_auth")
+    assert any(r.reason == "logged in by oidc" and r.principal_id.startswith("oidc:") for r in records)
+
+
+async def test_a_forged_oidc_id_token_fails_the_login_and_is_audited(
+    sso_app: Callable[..., Any],
+    oidc_provider: OidcProvider,
+) -> None:
+    provider = EnterpriseAuthProvider(
+        sso_endpoint=oidc_provider.issuer(),
+        oidc_client_id="nexus-app",
+        oidc_client_secret=CLIENT_SECRET,
+        oidc_redirect_uri=oidc_provider.app_redirect_uri,
+    )
+    server = await sso_app(oidc_provider.app_port, provider)
+    async with httpx2.AsyncClient(timeout=10) as http:
+        authorize = await _start_url(http, server, "oidc", Channel.API)
+        idp = await http.get(
+            f"{authorize}&{urlencode({'login_hint': 'alice', 'test_id_token': 'foreign_signature'})}"
+        )
+        callback = await http.get(idp.headers["location"])
+    assert callback.status_code == 401, callback.text
+    assert callback.json()["code"] == "not_authenticated"
+    records = await server.app.audit_log(workflow="_auth")
+    assert any(r.outcome is Outcome.UNAUTHENTICATED and "signature" in r.reason for r in records), records
+
+
+async def _saml_provider(
+    server_port: int, saml_sp_keys: KeyPair, saml_idp: SamlIdp
+) -> EnterpriseAuthProvider:
+    base = f"http://127.0.0.1:{server_port}"
+    return EnterpriseAuthProvider(
+        sso_endpoint=saml_idp.metadata_url,
+        sso_protocol="saml",
+        saml_entity_id=f"{base}/auth/sso/saml/metadata",
+        saml_acs_url=f"{base}/auth/sso/saml/callback",
+        saml_sp_cert_file=saml_sp_keys.cert_file,
+        saml_sp_key_file=saml_sp_keys.key_file,
+        saml_role_map=ROLE_MAP,
+    )
+
+
+async def _saml_form(http: httpx2.AsyncClient, url: str, **hooks: str) -> dict[str, str]:
+    answer = await http.get(f"{url}&{urlencode({'user': 'alice', **hooks})}")
+    assert answer.status_code == 200, answer.text
+    return {name: html.unescape(value) for name, value in FORM_FIELD.findall(answer.text)}
+
+
+async def test_saml_login_yields_a_token_for_its_channel(
+    sso_app: Callable[..., Any],
+    saml_idp: SamlIdp,
+    saml_sp_keys: KeyPair,
+    channel: Channel,
+    client: ClientFactory,
+) -> None:
+    port = free_port()
+    server = await sso_app(port, await _saml_provider(port, saml_sp_keys, saml_idp))
+    async with httpx2.AsyncClient(timeout=10) as http:
+        metadata = await http.get(f"{server.api_url}/auth/sso/saml/metadata")
+        assert metadata.status_code == 200
+        await asyncio.to_thread(saml_idp.register_sp, metadata.text)
+        form = await _saml_form(http, await _start_url(http, server, "saml", channel))
+        callback = await http.post(f"{server.api_url}/auth/sso/saml/callback", data=form)
+        grant = await _finish(http, server, callback, channel)
+        replay = await http.post(f"{server.api_url}/auth/sso/saml/callback", data=form)
+    assert replay.status_code == 401  # the same assertion twice: refused
+    assert grant["channel"] == channel.value
+    assert sorted(grant["user"]["roles"]) == ["admin", "developer"]
+    reply = await client(channel, server, grant["access_token"]).execute("add", {"a": 4, "b": 5})
+    assert reply.ok, reply
+
+
+async def test_a_tampered_saml_assertion_fails_the_login_and_is_audited(
+    sso_app: Callable[..., Any],
+    saml_idp: SamlIdp,
+    saml_sp_keys: KeyPair,
+) -> None:
+    import base64
+
+    port = free_port()
+    server = await sso_app(port, await _saml_provider(port, saml_sp_keys, saml_idp))
+    async with httpx2.AsyncClient(timeout=10) as http:
+        metadata = await http.get(f"{server.api_url}/auth/sso/saml/metadata")
+        await asyncio.to_thread(saml_idp.register_sp, metadata.text)
+        form = await _saml_form(http, await _start_url(http, server, "saml", Channel.API))
+        xml = base64.b64decode(form["SAMLResponse"]).decode()
+        assert ">alice<" in xml
+        form["SAMLResponse"] = base64.b64encode(xml.replace(">alice<", ">mallory<").encode()).decode()
+        callback = await http.post(f"{server.api_url}/auth/sso/saml/callback", data=form)
+    assert callback.status_code == 401, callback.text
+    records = await server.app.audit_log(workflow="_auth")
+    assert any(r.outcome is Outcome.UNAUTHENTICATED for r in records)
+    assert not any(r.outcome is Outcome.SUCCESS and r.reason.startswith("logged in") for r in records)
