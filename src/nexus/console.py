@@ -1,13 +1,14 @@
 """The `nexus` console script: the CLI channel's client commands plus the operator commands.
 
-Operator commands (serve, mcp, keys) build the app itself, so they live above `nexus.app`, not in
-the channel. Start-up time matters: the app stack is imported inside each command only.
+Operator commands (serve, mcp, keys, users) build the app itself, so they live above `nexus.app`,
+not in the channel. Start-up time matters: the app stack is imported inside each command only.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
@@ -15,10 +16,18 @@ from nexus.channels.cli.main import USAGE, JsonFlag, _show, app, reporting
 from nexus.channels.cli.problem import Failure
 
 if TYPE_CHECKING:
+    from nexus.app import Nexus
+    from nexus.core.auth.model import User
     from nexus.core.types import ApiKey
+
+T = TypeVar("T")
 
 keys_app = typer.Typer(help="API keys in an app's state store.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(keys_app, name="keys")
+users_app = typer.Typer(
+    help="Local users of an app (its state store).", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(users_app, name="users")
 
 
 AppSpec = Annotated[str, typer.Argument(metavar="MODULE:APP", help="Where the Nexus app is, e.g. myapp:app.")]
@@ -123,6 +132,164 @@ def revoke_key(
         if not admin.revoke_key(app_spec, state_url, key_id):
             raise Failure("No such key", f"No active API key with id {key_id!r}.", USAGE)
         typer.echo(f"Revoked API key {key_id}.")
+
+
+# -- users ---------------------------------------------------------------------------------------
+
+UserArg = Annotated[str, typer.Argument(metavar="USERNAME", help="The user's login name.")]
+PasswordStdin = Annotated[
+    bool, typer.Option("--password-stdin", help="Read the password from the first line of stdin.")
+]
+
+
+def _on_app(spec: str, operation: Callable[[Nexus], Coroutine[Any, Any, T]]) -> T:
+    """Run one user operation on the app `spec` names; a wrong name or setting is a usage error."""
+    import asyncio
+
+    from nexus import admin
+    from nexus.errors import ConfigurationError
+
+    target = admin.load_app(spec)
+    try:
+        return asyncio.run(operation(target))
+    except ConfigurationError as error:  # no such user, a duplicate, or auth not enabled
+        raise Failure(error.title, error.message, USAGE) from None
+
+
+def _new_password(from_stdin: bool) -> str:
+    """The first line of stdin, or a hidden prompt typed twice on a terminal."""
+    if from_stdin:
+        line = sys.stdin.readline()
+        if not line:
+            raise Failure("Missing input", "Expected the password on stdin.", USAGE)
+        return line.rstrip("\r\n")
+    if not sys.stdin.isatty():
+        raise Failure("Missing input", "stdin is not a terminal: give --password-stdin.", USAGE)
+    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    return password
+
+
+def _attributes(pairs: list[str]) -> dict[str, str]:
+    attributes: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise Failure("Invalid attribute", f"{pair!r}: expected --attribute key=value.", USAGE)
+        attributes[key] = value
+    return attributes
+
+
+def _user_row(user: User) -> dict[str, Any]:
+    from nexus.core.auth.model import mask_phone
+
+    return {
+        "user_id": user.user_id,
+        "username": user.username,
+        "source": user.source,
+        "roles": sorted(user.roles),
+        "attributes": dict(user.attributes),
+        "phone": mask_phone(user.phone) if user.phone else None,
+        "disabled": user.disabled,
+        "created_at": user.created_at.isoformat(),
+    }
+
+
+@users_app.command("create")
+def create_user(
+    target: AppSpec,
+    username: UserArg,
+    role: Annotated[
+        list[str] | None,
+        typer.Option("--role", "-r", metavar="ROLE", help="A role to grant (repeat for more)."),
+    ] = None,
+    attribute: Annotated[
+        list[str] | None,
+        typer.Option("--attribute", "-a", metavar="KEY=VALUE", help="An attribute for ABAC (repeat)."),
+    ] = None,
+    phone: Annotated[
+        str | None, typer.Option(metavar="PHONE", help="Phone number for text-message codes.")
+    ] = None,
+    password_stdin: PasswordStdin = False,
+) -> None:
+    """Create a local user (the password is stored as an argon2id hash)."""
+    with reporting():
+        attributes = _attributes(attribute or [])
+        password = _new_password(password_stdin)
+        user = _on_app(
+            target,
+            lambda nx: nx.create_user(
+                username, password, roles=role or [], attributes=attributes, phone=phone
+            ),
+        )
+        roles = ", ".join(sorted(user.roles)) or "none"
+        typer.echo(f"Created user {user.username} ({user.user_id}, roles: {roles}).")
+
+
+@users_app.command("list")
+def list_users(target: AppSpec, as_json: JsonFlag = False) -> None:
+    """List the users (names, roles, state; never password hashes)."""
+    with reporting():
+        rows = [_user_row(user) for user in _on_app(target, lambda nx: nx.list_users())]
+        if as_json:
+            _show(True, {"users": rows}, "")
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        from nexus.channels.cli.render import safe
+
+        table = Table("username", "source", "roles", "disabled", "created")
+        for row in rows:
+            table.add_row(
+                safe(row["username"]),
+                safe(row["source"]),
+                safe(", ".join(row["roles"])),
+                "yes" if row["disabled"] else "",
+                safe(row["created_at"][:19].replace("T", " ")),
+            )
+        Console().print(table)
+
+
+@users_app.command("delete")
+def delete_user(target: AppSpec, username: UserArg) -> None:
+    """Delete a user with their factors; their sessions end."""
+    with reporting():
+        if not _on_app(target, lambda nx: nx.delete_user(username)):
+            raise Failure("No such user", f"No user named {username!r}.", USAGE)
+        typer.echo(f"Deleted user {username}.")
+
+
+@users_app.command("passwd")
+def set_password(target: AppSpec, username: UserArg, password_stdin: PasswordStdin = False) -> None:
+    """Set a local user's password; their sessions end."""
+    with reporting():
+        password = _new_password(password_stdin)
+        _on_app(target, lambda nx: nx.set_password(username, password))
+        typer.echo(f"Changed the password of {username}; their sessions have ended.")
+
+
+@users_app.command("disable")
+def disable_user(target: AppSpec, username: UserArg) -> None:
+    """Refuse a user's logins and end their sessions."""
+    with reporting():
+        _on_app(target, lambda nx: nx.update_user(username, disabled=True))
+        typer.echo(f"Disabled {username}; their sessions have ended.")
+
+
+@users_app.command("enable")
+def enable_user(target: AppSpec, username: UserArg) -> None:
+    """Let a disabled user log in again."""
+    with reporting():
+        _on_app(target, lambda nx: nx.update_user(username, disabled=False))
+        typer.echo(f"Enabled {username}.")
+
+
+@users_app.command("revoke-sessions")
+def revoke_sessions(target: AppSpec, username: UserArg) -> None:
+    """End every session of a user, and every token derived from them."""
+    with reporting():
+        count = _on_app(target, lambda nx: nx.revoke_sessions(username))
+        typer.echo(f"Ended {count} session{'' if count == 1 else 's'} of {username}.")
 
 
 def main() -> None:

@@ -1,23 +1,36 @@
 """The `nexus` command's HTTP client for the CLI channel's routes (`/cli/v1` on the API port).
 
 Every failure becomes a `Failure` carrying the exit code of its error class; transport errors name the
-URL. Imports httpx2 and the CLI's own light modules only, never the server stack.
+URL. Calls carry a fixed token, or one from a `TokenSource` that is asked once for a new token when
+the server refuses the current one. Imports httpx2 and the CLI's own light modules only.
 """
 
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any, Self
-from urllib.parse import quote
+from typing import Any, Protocol, Self
+from urllib.parse import quote, urlencode
 
 import httpx2
 
 from nexus.channels.cli.problem import Failure, exit_code_for, failure_from_problem, unreachable
-from nexus.errors import InternalError, InvalidInputError
+from nexus.errors import AuthenticationError, InternalError, InvalidInputError
 
 # Must equal nexus.channels.http.CLI_PREFIX (a test pins it); importing that module would load FastAPI.
 PREFIX = "/cli/v1"
 USER_AGENT = "nexus-cli"
+
+
+class TokenSource(Protocol):
+    """Where a client's bearer token comes from when none is fixed (the cached login)."""
+
+    def token(self, client: CliClient) -> str | None:
+        """The token for the next call (None: call without one)."""
+        ...
+
+    def renew(self, client: CliClient, refusal: Failure) -> str:
+        """A new token after the server refused the last one (`refusal`); raises `Failure` if none."""
+        ...
 
 
 class CliClient:
@@ -28,6 +41,7 @@ class CliClient:
         url: str,
         *,
         token: str | None = None,
+        source: TokenSource | None = None,
         timeout_s: float = 60.0,
         transport: httpx2.BaseTransport | None = None,
     ) -> None:
@@ -37,9 +51,10 @@ class CliClient:
                 "Invalid server URL", f"{url!r}: expected http://host:port.", InvalidInputError.exit_code
             )
         self._timeout_s = timeout_s
+        self._token = token
+        self._source = None if token else source
+        self._asked = False
         headers = {"user-agent": USER_AGENT, "accept": "application/json"}
-        if token:
-            headers["authorization"] = f"Bearer {token}"
         try:
             self._http = httpx2.Client(
                 base_url=self.url + PREFIX, headers=headers, timeout=timeout_s, transport=transport
@@ -68,15 +83,84 @@ class CliClient:
         """Execute `workflow`; the server coerces each raw string by the workflow's input schema."""
         return self._call("POST", f"/workflows/{quote(workflow, safe='')}/run", json={"params": params})
 
-    def _call(self, method: str, path: str, json: Any = None) -> dict[str, Any]:
+    # -- the login conversation (bearer: the session token where the route wants one) -------------
+
+    def login(self, username: str, password: str) -> dict[str, Any]:
+        """A grant, or a `Failure` whose problem says `mfa_required` / `mfa_enrollment_required`."""
+        return self._call("POST", "/auth/login", {"username": username, "password": password}, bearer="")
+
+    def answer_mfa(self, challenge_id: str, method: str, code: str) -> dict[str, Any]:
+        body = {"challenge_id": challenge_id, "method": method, "code": code}
+        return self._call("POST", "/auth/mfa", body, bearer="")
+
+    def send_sms_code(self, challenge_id: str) -> str:
+        """Have the server text a code for the challenge; the masked number it went to."""
+        return str(
+            self._call("POST", "/auth/mfa/sms", {"challenge_id": challenge_id}, bearer="").get("sent_to")
+        )
+
+    def enroll(self, challenge_id: str, method: str, phone: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"challenge_id": challenge_id, "method": method}
+        if phone:
+            body["phone"] = phone
+        return self._call("POST", "/auth/mfa/enroll", body, bearer="")
+
+    def activate(self, challenge_id: str, code: str) -> dict[str, Any]:
+        """The grant, with `recovery_codes`, once the first code of a new factor is right."""
+        body = {"challenge_id": challenge_id, "code": code}
+        return self._call("POST", "/auth/mfa/activate", body, bearer="")
+
+    def exchange_sso_code(self, code: str) -> dict[str, Any]:
+        return self._call("POST", "/auth/sso/exchange", {"code": code}, bearer="")
+
+    def sso_start_url(self, protocol: str, return_to: str) -> str:
+        """Where the browser starts a single sign-on that comes back to `return_to`."""
+        query = urlencode({"channel": "cli", "return_to": return_to})
+        return f"{self.url}/auth/sso/{quote(protocol, safe='')}/start?{query}"
+
+    def channel_token(self, session_token: str) -> dict[str, Any]:
+        return self._call("POST", "/auth/token", {"channel": "cli"}, bearer=session_token)
+
+    def reauthenticate(self, session_token: str, password: str) -> dict[str, Any]:
+        return self._call("POST", "/auth/reauth", {"password": password}, bearer=session_token)
+
+    def logout(self, session_token: str) -> None:
+        self._call("POST", "/auth/logout", {}, bearer=session_token)
+
+    def whoami(self) -> dict[str, Any]:
+        return self._call("GET", "/auth/whoami")
+
+    # -- transport -------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, json: Any = None, *, bearer: str | None = None) -> dict[str, Any]:
+        """Send one call; `bearer` overrides the client's token ("" sends none, and never renews)."""
+        if bearer is not None:
+            return self._answer(self._send(method, path, json, bearer))
+        if self._source is not None and not self._asked:
+            self._asked = True
+            self._token = self._source.token(self)
+        response = self._send(method, path, json, self._token)
+        source = self._source
+        if source is not None and response.status_code == 401:
+            document = _json_object(response)
+            if document is not None and document.get("code") == AuthenticationError.code:
+                self._source = None  # once per command: a second refusal is the server's answer
+                self._token = source.renew(self, failure_from_problem(document, 401))
+                response = self._send(method, path, json, self._token)
+        return self._answer(response)
+
+    def _send(self, method: str, path: str, json: Any, token: str | None) -> httpx2.Response:
+        headers = {"authorization": f"Bearer {token}"} if token else None
         try:
-            response = self._http.request(method, path, json=json)
+            return self._http.request(method, path, json=json, headers=headers)
         except httpx2.TimeoutException:
             raise unreachable(self.url, f"no answer within {self._timeout_s:g} s.") from None
         except httpx2.ConnectError as exc:
             raise unreachable(self.url, _reason(exc, "connection refused")) from None
         except httpx2.HTTPError as exc:
             raise unreachable(self.url, _reason(exc, type(exc).__name__)) from None
+
+    def _answer(self, response: httpx2.Response) -> dict[str, Any]:
         document = _json_object(response)
         if response.is_success:
             if document is None:

@@ -1,4 +1,4 @@
-"""The CLI channel's client commands: run, list and describe workflows on a Nexus server.
+"""The CLI channel's client commands: log in and out, run, list and describe workflows on a server.
 
 Start-up time is part of the contract: this module imports typer, the standard library and the
 dependency-free `nexus.errors` only; each command imports the client, rich or the app stack itself.
@@ -10,15 +10,17 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from nexus.channels.cli.problem import Failure, failure_from_error
-from nexus.errors import InternalError, InvalidInputError, NexusError
+from nexus.errors import AuthenticationError, InternalError, InvalidInputError, NexusError
 
 if TYPE_CHECKING:
     from nexus.channels.cli.client import CliClient
+    from nexus.channels.cli.login import Answers, SecondFactor
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 USAGE = InvalidInputError.exit_code
@@ -44,9 +46,18 @@ class Remote:
     timeout_s: float
 
     def client(self) -> CliClient:
+        """A client whose calls carry `--token`, else this URL's cached login (renewed as needed)."""
+        from nexus.channels.cli.client import CliClient
+        from nexus.channels.cli.credentials import CachedLogin, CredentialStore
+
+        source = None if self.token else CachedLogin(CredentialStore.default(), self.url)
+        return CliClient(self.url, token=self.token, source=source, timeout_s=self.timeout_s)
+
+    def anonymous(self) -> CliClient:
+        """A client for the login conversation: it sends only what each step names."""
         from nexus.channels.cli.client import CliClient
 
-        return CliClient(self.url, token=self.token, timeout_s=self.timeout_s)
+        return CliClient(self.url, timeout_s=self.timeout_s)
 
 
 @app.callback()
@@ -57,7 +68,11 @@ def options(
     ] = DEFAULT_URL,
     token: Annotated[
         str | None,
-        typer.Option(metavar="TOKEN", envvar="NEXUS_TOKEN", help="API key, sent as 'Authorization: Bearer'."),
+        typer.Option(
+            metavar="TOKEN",
+            envvar="NEXUS_TOKEN",
+            help="API key or access token, sent as 'Authorization: Bearer' (default: the cached login).",
+        ),
     ] = None,
     timeout: Annotated[
         float,
@@ -154,6 +169,180 @@ def describe_workflow(
         with ctx.obj.client() as client:
             info = client.describe(workflow)
         _show(as_json, info, "render_workflow")
+
+
+class SsoProtocol(StrEnum):
+    OIDC = "oidc"
+    SAML = "saml"
+
+
+@app.command()
+def login(
+    ctx: typer.Context,
+    username: Annotated[
+        str | None, typer.Option("--username", "-u", metavar="USER", help="Asked for when not given.")
+    ] = None,
+    password_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--password-stdin",
+            help="Read the password from stdin (and the second-factor code from the next line).",
+        ),
+    ] = False,
+    code: Annotated[
+        str | None, typer.Option(metavar="CODE", help="The second-factor code, when one is due.")
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(metavar="METHOD", help="Second factor to answer with: totp, sms or recovery."),
+    ] = None,
+    phone: Annotated[
+        str | None, typer.Option(metavar="PHONE", help="Phone number, to enroll text messages.")
+    ] = None,
+    sso: Annotated[
+        SsoProtocol | None, typer.Option(help="Sign on in the browser through the server's provider.")
+    ] = None,
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="With --sso: print the address instead of opening it.")
+    ] = False,
+    reauth: Annotated[
+        bool, typer.Option("--reauth", help="Prove your identity again for the cached session (step-up).")
+    ] = False,
+) -> None:
+    """Log in to the server and cache the session for the other commands."""
+    with reporting():
+        from nexus.channels.cli import login as conversation
+
+        remote: Remote = ctx.obj
+        answers = conversation.Answers(
+            interactive=sys.stdin.isatty(), password_stdin=password_stdin, code=code
+        )
+        factor = conversation.SecondFactor(method=method, phone=phone)
+        with remote.anonymous() as client:
+            if sso is not None:
+                grant = conversation.sso_login(
+                    client, sso.value, open_browser=not no_browser, answers=answers, factor=factor
+                )
+            elif reauth:
+                grant = _reauthenticate(remote, client, answers, factor)
+            else:
+                grant = _password_login(remote, client, username, answers, factor)
+            _keep(remote, client, grant)
+
+
+def _password_login(
+    remote: Remote, client: CliClient, username: str | None, answers: Answers, factor: SecondFactor
+) -> dict[str, Any]:
+    from nexus.channels.cli import login as conversation
+    from nexus.channels.cli.credentials import CredentialStore
+
+    if not username:
+        if not answers.interactive:
+            raise Failure("Missing input", "stdin is not a terminal: give --username.", USAGE)
+        cached = CredentialStore.default().load(remote.url)
+        username = str(typer.prompt("Username", default=cached.username if cached else None, err=True))
+    password = answers.password()
+    try:
+        return client.login(username, password)
+    except Failure as failure:
+        if not conversation.is_due(failure):
+            raise
+        return conversation.finish(client, failure, answers, factor)
+
+
+def _reauthenticate(
+    remote: Remote, client: CliClient, answers: Answers, factor: SecondFactor
+) -> dict[str, Any]:
+    from nexus.channels.cli import login as conversation
+    from nexus.channels.cli.credentials import CredentialStore, not_logged_in
+
+    cached = CredentialStore.default().load(remote.url)
+    if cached is None:
+        raise not_logged_in(remote.url)
+    password = answers.password()
+    try:
+        return client.reauthenticate(cached.session_token, password)
+    except Failure as failure:
+        if not conversation.is_due(failure):
+            raise
+        return conversation.finish(client, failure, answers, factor)
+
+
+def _keep(remote: Remote, client: CliClient, grant: dict[str, Any]) -> None:
+    """Cache the login (ending the one it replaces) and say who is logged in until when."""
+    import time
+
+    from nexus.channels.cli import login as conversation
+    from nexus.channels.cli.credentials import Credentials, CredentialStore, moment
+    from nexus.channels.cli.render import safe
+
+    store = CredentialStore.default()
+    previous = store.load(remote.url)
+    fresh = Credentials.from_grant(grant, time.time(), previous=previous)
+    store.save(remote.url, fresh)
+    if previous is not None and previous.session_token != fresh.session_token:
+        with contextlib.suppress(Failure):  # the old session expires on its own if this fails
+            client.logout(previous.session_token)
+    roles = f"roles {', '.join(fresh.roles)}" if fresh.roles else "no roles"
+    who = safe(f"{fresh.username} ({roles})").plain
+    conversation.say(f"Logged in as {who} until {moment(fresh.session_expires_at)}.")
+
+
+@app.command()
+def logout(ctx: typer.Context) -> None:
+    """End the cached session on the server and forget it here."""
+    with reporting():
+        from nexus.channels.cli.credentials import CredentialStore, moment
+
+        remote: Remote = ctx.obj
+        store = CredentialStore.default()
+        cached = store.load(remote.url)
+        if cached is None:
+            typer.echo(f"Not logged in to {remote.url}.")
+            return
+        ended = "The session has ended on the server."
+        try:
+            with remote.anonymous() as client:
+                client.logout(cached.session_token)
+        except Failure as failure:
+            if failure.exit_code == AuthenticationError.exit_code:
+                ended = "The session had already ended on the server."
+            else:
+                ended = (
+                    f"The server could not end the session ({failure.title}); "
+                    f"it stays valid there until {moment(cached.session_expires_at)}."
+                )
+        store.delete(remote.url)
+        typer.echo(f"Logged out of {remote.url} here. {ended}")
+
+
+@app.command()
+def whoami(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Show who the server takes you for: user, roles and when you authenticated."""
+    with reporting(as_json=as_json):
+        from nexus.channels.cli.credentials import CredentialStore, moment
+
+        remote: Remote = ctx.obj
+        with remote.client() as client:
+            document = client.whoami()
+        cached = None if remote.token else CredentialStore.default().load(remote.url)
+        if cached is not None and cached.user_id == document.get("id"):
+            document = {"username": cached.username, **document}
+        if as_json:
+            _show(True, document, "")
+            return
+        from nexus.channels.cli.render import safe
+
+        roles = document.get("roles") or []
+        name = document.get("username") or document.get("id")
+        lines = [
+            f"User: {name} ({document.get('id')}, {document.get('kind')})",
+            f"Roles: {', '.join(map(str, roles)) or 'none'}",
+            f"Authenticated: {moment(document.get('auth_time'))}",
+            f"Server: {remote.url}",
+        ]
+        for line in lines:
+            typer.echo(safe(line).plain)
 
 
 def _show(as_json: bool, document: Any, renderer: str) -> None:
