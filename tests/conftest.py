@@ -25,6 +25,14 @@ from nexus.core.ports import AuditSink, KeyStore
 pytest_plugins = ("tests.support.oidc", "tests.support.saml", "tests.support.ldap")
 
 POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
+
+
+@pytest.fixture(autouse=True)
+def _private_cli_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `nexus` CLI keeps logins in its config directory: never the real one in tests."""
+    monkeypatch.setenv("NEXUS_CONFIG_DIR", str(tmp_path_factory.mktemp("nexus-config")))
+
+
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

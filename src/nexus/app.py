@@ -109,7 +109,9 @@ class Nexus:
         --api-port` does).
         """
         sockets = self._bind(api_port, mcp_port)
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        # Ctrl-C is how a served app is stopped: once the server has shut down cleanly, start()
+        # returns instead of ending the user's script with a traceback.
+        with contextlib.suppress(KeyboardInterrupt), asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(self._serve(sockets, lambda: None))
 
     def start_in_thread(self, *, timeout_s: float = 30.0) -> RunningNexus:
@@ -182,8 +184,12 @@ class Nexus:
 
         from nexus.assembly import assemble
 
+        api_port, mcp_port = _ports(sockets)
+        # The ports actually bound (0 asks the OS): the app's own URLs (token issuer, WebAuthn
+        # origin, SAML endpoints) are built from them.
+        bound = replace(self.options, api_port=api_port, mcp_port=mcp_port)
         try:
-            assembly = await assemble(self.options, self._settings, self._catalog)
+            assembly = await assemble(bound, self._settings, self._catalog)
         except BaseException:
             self._unbind(sockets)
             raise

@@ -144,6 +144,12 @@ async def assemble(
     return assembly
 
 
+def api_base_url(options: Options) -> str:
+    """The API port's URL as this app serves it (behind a proxy, the proxy's own URL differs)."""
+    host = f"[{options.host}]" if ":" in options.host else options.host
+    return f"http://{host}:{options.api_port}"
+
+
 async def _open_identity(
     options: Options, settings: Settings, state: SqlState, clock: SystemClock
 ) -> IdentityRuntime:
@@ -188,8 +194,12 @@ async def _open_identity(
     if mfa_config is not None and FactorKind.HARDWARE_KEY in mfa.methods:
         from nexus.backends.auth.webauthn import WebAuthnSettings, WebAuthnVerifier
 
+        # Without a configured relying party, keys register with this server as reached on
+        # loopback ("localhost": WebAuthn allows no IP addresses as relying party ids).
+        rp_id = mfa_config.rp_id or "localhost"
+        origin = mfa_config.origin or f"http://localhost:{options.api_port}"
         hardware = WebAuthnVerifier(
-            WebAuthnSettings(rp_id=mfa_config.rp_id, rp_name=mfa_config.rp_name, origins=(mfa_config.origin,))
+            WebAuthnSettings(rp_id=rp_id, rp_name=mfa_config.rp_name, origins=(origin,))
         )
     sms = None
     if FactorKind.SMS in mfa.methods:
@@ -289,4 +299,5 @@ async def _build_serving_parts(
     mcp = McpChannel(
         pipeline, settings.mcp, auth_enabled=options.enable_auth, version=VERSION, host=options.host
     )
+    mcp.authorization_servers = (api_base_url(options),)
     assembly.pipeline, assembly.mcp, assembly.apps = pipeline, mcp, (api_app, mcp.asgi_app)

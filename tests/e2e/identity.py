@@ -56,9 +56,11 @@ async def answer_mfa(
     return await post(server, f"{_prefix(channel)}/auth/mfa", body)
 
 
-async def enroll_totp(server: RunningNexus, channel: Channel, username: str) -> tuple[str, Answer]:
+async def enroll_totp(
+    server: RunningNexus, channel: Channel, username: str, password: str = PASSWORD
+) -> tuple[str, Answer]:
     """Log in, enroll TOTP in the enrollment challenge, activate it; returns (secret, grant)."""
-    first = await login(server, channel, username)
+    first = await login(server, channel, username, password)
     assert (first.status, first.code) == (401, "mfa_enrollment_required"), first.body
     challenge = first.body["challenge_id"]
     started = await post(

@@ -146,7 +146,7 @@ class AuthRoutes:
             channel = self._target_channel(body)
             grant = await self._identity.login(username, password, channel, call.client_addr)
             subject.principal_id = grant.session.user_id
-            subject.reason = f"logged in by {grant.session.method}"
+            subject.reason = f"logged in by {grant.session.method} for {channel.value}"
             return self._grant_document(grant)
 
         return await self._step(call, Action.LOGIN, step)
@@ -181,6 +181,7 @@ class AuthRoutes:
 
     async def mfa_sms(self, call: HttpCall) -> HttpAnswer:
         async def step(subject: Any, body: dict[str, Any]) -> Any:
+            subject.principal_id = await self._identity.challenge_owner(body.get("challenge_id"))
             masked = await self._identity.send_sms_code(str(body.get("challenge_id", "")))
             subject.reason = "text-message code sent"
             return {"sent_to": masked}
@@ -189,12 +190,14 @@ class AuthRoutes:
 
     async def mfa_hardware_key(self, call: HttpCall) -> HttpAnswer:
         async def step(subject: Any, body: dict[str, Any]) -> Any:
+            subject.principal_id = await self._identity.challenge_owner(body.get("challenge_id"))
             return {"options": await self._identity.hardware_key_options(str(body.get("challenge_id", "")))}
 
         return await self._step(call, Action.MFA, step)
 
     async def enroll(self, call: HttpCall) -> HttpAnswer:
         async def step(subject: Any, body: dict[str, Any]) -> Any:
+            subject.principal_id = await self._identity.challenge_owner(body.get("challenge_id"))
             phone = body.get("phone")
             enrollment = await self._identity.enroll(
                 str(body.get("challenge_id", "")),
@@ -209,6 +212,7 @@ class AuthRoutes:
 
     async def activate(self, call: HttpCall) -> HttpAnswer:
         async def step(subject: Any, body: dict[str, Any]) -> Any:
+            subject.principal_id = await self._identity.challenge_owner(body.get("challenge_id"))
             answer = body.get("response", body.get("code"))
             grant, codes = await self._identity.activate(str(body.get("challenge_id", "")), answer)
             subject.principal_id = grant.session.user_id
@@ -229,6 +233,7 @@ class AuthRoutes:
                     f"channel must be one of {', '.join(c.value for c in Channel)}."
                 ) from None
             access = await self._identity.token(self._bearer(call), channel)
+            subject.principal_id = access.user_id
             subject.reason = f"token for {channel.value}"
             return {
                 "access_token": access.token,

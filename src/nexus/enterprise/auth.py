@@ -38,7 +38,8 @@ class MultiFactorAuth:
 
     `session_binding=True` makes one second factor cover every channel of the login session;
     with False, each channel asks for its own before it gets a token. `rp_id` and `origin` are the
-    WebAuthn relying party of `hardware_key` (the site users register their keys with).
+    WebAuthn relying party of `hardware_key` (the site users register their keys with); without
+    them it is this server on loopback: `localhost` and `http://localhost:<api_port>`.
     """
 
     methods: Iterable[str] = ("totp",)
@@ -70,10 +71,10 @@ class MultiFactorAuth:
         _names(self.bypass_roles, "MultiFactorAuth.bypass_roles")
         if not isinstance(self.session_binding, bool):
             raise ConfigurationError("MultiFactorAuth.session_binding must be True or False.")
-        if "hardware_key" in methods and (not self.rp_id or not self.origin):
-            raise ConfigurationError(
-                "MultiFactorAuth with hardware_key needs rp_id and origin (the site keys register with)."
-            )
+        for name in ("rp_id", "origin"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigurationError(f"MultiFactorAuth.{name} must be a non-empty string or None.")
         if (
             not isinstance(self.max_attempts, int)
             or isinstance(self.max_attempts, bool)

@@ -81,6 +81,7 @@ class AccessToken:
     channel: Channel
     expires_at: datetime
     lifetime_s: int
+    user_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +372,16 @@ class IdentityService:
 
     async def _put_challenge(self, challenge_id: str, challenge: Mapping[str, Any]) -> None:
         await self._p.ephemeral.put(f"chal:{challenge_id}", json.dumps(challenge), self.mfa.challenge_ttl_s)
+
+    async def challenge_owner(self, challenge_id: object) -> str | None:
+        """The user a pending challenge belongs to (for the audit of its steps), without using it."""
+        if not isinstance(challenge_id, str) or not 16 <= len(challenge_id) <= 64:
+            return None
+        raw = await self._p.ephemeral.get(f"chal:{challenge_id}")
+        if raw is None:
+            return None
+        owner = json.loads(raw).get("user_id")
+        return owner if isinstance(owner, str) else None
 
     async def _take_challenge(self, challenge_id: object) -> tuple[str, dict[str, Any]]:
         if not isinstance(challenge_id, str) or not 16 <= len(challenge_id) <= 64:
@@ -709,7 +720,7 @@ class IdentityService:
             "sid": session.session_id,
         }
         lifetime = int((expires - now).total_seconds())
-        return AccessToken(self._p.tokens.encode(claims), channel, expires, lifetime)
+        return AccessToken(self._p.tokens.encode(claims), channel, expires, lifetime, session.user_id)
 
     async def session_of(self, session_token: object) -> Session:
         """The live session a session token opens; `AuthenticationError` otherwise."""

@@ -1,0 +1,94 @@
+"""LDAP login through a served app, against the real slapd, on every channel.
+
+The directory decides the password and the roles (from groups); the app keeps a user record for
+the second factor and the audit. A directory user enrolls TOTP like a local one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyotp
+import pytest
+from tests.e2e.conftest import build_app
+from tests.e2e.identity import answer_mfa, enroll_totp, login
+from tests.support.ldap import PASSWORDS, LdapServer
+
+from nexus import RunningNexus
+from nexus.core.types import Channel, Outcome
+from nexus.enterprise.auth import EnterpriseAuthProvider, MultiFactorAuth
+from nexus.testing.clients import ChannelClient
+
+ClientFactory = Callable[..., ChannelClient]
+
+
+def _provider(ldap_server: LdapServer, **extra: Any) -> EnterpriseAuthProvider:
+    settings = ldap_server.settings("starttls")
+    options = {
+        f"ldap_{f.name}": getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name != "url"
+    }
+    return EnterpriseAuthProvider(ldap_server=settings.url, enable_api_keys=True, **options, **extra)
+
+
+@pytest.fixture
+async def ldap_app(tmp_path: Path, ldap_server: LdapServer) -> AsyncIterator[Callable[..., Any]]:
+    running: list[RunningNexus] = []
+
+    async def start(*, mfa: bool = False) -> RunningNexus:
+        app = build_app(f"sqlite:///{tmp_path}/ldap-{len(running)}.db", enable_auth=True)
+        app.auth.provider = _provider(ldap_server, enable_mfa=mfa)
+        if mfa:
+            app.auth.mfa = MultiFactorAuth(methods=["totp"], required_for=["api", "cli", "mcp"])
+        server = await asyncio.to_thread(app.start_in_thread)
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        await asyncio.to_thread(server.stop)
+
+
+async def test_a_directory_user_logs_in_with_roles_from_groups(
+    ldap_app: Callable[..., Any], channel: Channel, client: ClientFactory
+) -> None:
+    server = await ldap_app()
+    grant = await login(server, channel, "alice", PASSWORDS["alice"])
+    assert grant.status == 200, grant.body
+    assert sorted(grant.body["user"]["roles"]) == ["admin", "developer"]
+    reply = await client(channel, server, grant.body["access_token"]).execute("add", {"a": 7, "b": 8})
+    assert reply.ok, reply
+    records = await server.app.audit_log(workflow="_auth")
+    assert any(
+        r.reason.startswith("logged in by ldap") and r.principal_id.startswith("ldap:") for r in records
+    )
+
+
+async def test_a_wrong_directory_password_and_an_unknown_user_look_the_same(
+    ldap_app: Callable[..., Any], channel: Channel
+) -> None:
+    server = await ldap_app()
+    wrong = await login(server, channel, "alice", "not-her-password")
+    unknown = await login(server, channel, "nobody-here", "not-her-password")
+    assert (wrong.status, wrong.code) == (unknown.status, unknown.code) == (401, "not_authenticated")
+    assert wrong.body["detail"] == unknown.body["detail"]
+    records = await server.app.audit_log(workflow="_auth")
+    refused = [r for r in records if r.outcome is Outcome.UNAUTHENTICATED]
+    assert {r.principal_id for r in refused} == {"login:alice", "login:nobody-here"}
+
+
+async def test_a_directory_user_enrolls_and_answers_a_second_factor(
+    ldap_app: Callable[..., Any], channel: Channel, client: ClientFactory
+) -> None:
+    server = await ldap_app(mfa=True)
+    secret, _ = await enroll_totp(server, channel, "bob", PASSWORDS["bob"])
+    first = await login(server, channel, "bob", PASSWORDS["bob"])
+    assert (first.status, first.code) == (401, "mfa_required"), first.body
+    code = pyotp.TOTP(secret).at(datetime.now(UTC) + timedelta(seconds=30))
+    grant = await answer_mfa(server, channel, first.body["challenge_id"], code)
+    assert grant.status == 200, grant.body
+    assert (await client(channel, server, grant.body["access_token"]).execute("add", {"a": 1, "b": 1})).ok

@@ -1,0 +1,127 @@
+"""The source document's blocks, run as written (with `kailash.` replaced by `nexus.`).
+
+The blocks are copied under tests/spec/; when the document is beside the project, a test checks
+each copy still equals its block. Blocks that call `app.start()` run in a subprocess on the
+ports they name, and the test drives the served app from outside.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx2
+import pyotp
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC_DOC = ROOT.parent / "shared" / "spec" / "enterprise-nexus-patterns.md"
+COPIES = {"mfa_across_channels.py": "### Multi-Factor Authentication Across Channels"}
+
+
+def _block(heading: str) -> str:
+    text = SPEC_DOC.read_text()
+    section = text[text.index(heading) :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```", start)].replace("kailash.", "nexus.")
+
+
+@pytest.mark.parametrize("name", sorted(COPIES))
+def test_each_copy_equals_its_block_in_the_source_document(name: str) -> None:
+    if not SPEC_DOC.exists():
+        pytest.skip(f"the source document is not beside this checkout ({SPEC_DOC})")
+    assert (ROOT / "tests" / "spec" / name).read_text() == _block(COPIES[name])
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def mfa_block(tmp_path: Path) -> Iterator[str]:
+    """The MFA block served from `tmp_path` (its ./nexus.db), with users made beforehand."""
+    for port in (8000, 3000):
+        if _answers(port):
+            pytest.fail(f"port {port}, which the block serves on, is taken by another process")
+    setup = (
+        "import asyncio\n"
+        "from nexus import Nexus\n"
+        "app = Nexus(enable_auth=True)\n"
+        "async def main():\n"
+        "    await app.create_user('alice', 'alice-password-1', roles=['developer'])\n"
+        "    await app.create_user('robot', 'robot-password-1', roles=['automated'])\n"
+        "asyncio.run(main())\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    subprocess.run([sys.executable, "-c", setup], cwd=tmp_path, check=True, env=env, timeout=60)  # noqa: S603
+    block = ROOT / "tests" / "spec" / "mfa_across_channels.py"
+    log = (tmp_path / "block.log").open("wb")
+    process = subprocess.Popen([sys.executable, str(block)], cwd=tmp_path, env=env, stdout=log, stderr=log)  # noqa: S603
+    try:
+        deadline = time.monotonic() + 60
+        while not (_answers(8000) and _answers(3000)):
+            assert process.poll() is None, (tmp_path / "block.log").read_text()
+            assert time.monotonic() < deadline, "the block did not start serving within 60 s"
+            time.sleep(0.1)
+        yield "http://127.0.0.1:8000"
+    finally:
+        process.send_signal(signal.SIGINT)  # the block's app.start() stops cleanly on Ctrl-C
+        try:
+            assert process.wait(timeout=30) == 0, (tmp_path / "block.log").read_text()
+        finally:
+            if process.poll() is None:
+                process.kill()
+            log.close()
+
+
+def test_the_mfa_block_enforces_its_settings_on_every_channel(mfa_block: str) -> None:
+    with httpx2.Client(base_url=mfa_block, timeout=30) as http:
+        # required_for api/cli/mcp and methods totp/sms/hardware_key: a second factor is due.
+        first = http.post("/auth/login", json={"username": "alice", "password": "alice-password-1"})
+        assert first.status_code == 401
+        assert first.json()["code"] == "mfa_enrollment_required"
+        assert first.json()["methods"] == ["hardware_key", "sms", "totp"]
+        challenge = first.json()["challenge_id"]
+        enrolled = http.post("/auth/mfa/enroll", json={"challenge_id": challenge, "method": "totp"})
+        code = pyotp.TOTP(enrolled.json()["secret"]).now()
+        grant = http.post("/auth/mfa/activate", json={"challenge_id": challenge, "code": code}).json()
+        # session_duration = 28800: the session lasts eight hours.
+        ends = datetime.fromisoformat(grant["session_expires_at"])
+        assert abs((ends - datetime.now(UTC)).total_seconds() - 28800) < 60
+        # cross_channel_sso + session_binding: the CLI and MCP tokens need no second MFA.
+        session = {"authorization": f"Bearer {grant['session_token']}"}
+        tokens = {}
+        for channel in ("cli", "mcp"):
+            token = http.post("/auth/token", json={"channel": channel}, headers=session)
+            assert token.status_code == 200, token.text
+            tokens[channel] = token.json()["access_token"]
+        on_cli = http.get("/cli/v1/workflows", headers={"authorization": f"Bearer {tokens['cli']}"})
+        assert on_cli.status_code == 200, on_cli.text
+        # The MFA-bound session answers for every channel; an API token is refused on MCP.
+        mcp = httpx2.post(
+            "http://127.0.0.1:3000/mcp",
+            json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+            headers={
+                "authorization": f"Bearer {grant['access_token']}",
+                "accept": "application/json, text/event-stream",
+            },
+            timeout=30,
+        )
+        assert mcp.status_code == 401
+        assert re.search(
+            r'resource_metadata="[^"]+/.well-known/oauth-protected-resource/mcp"',
+            mcp.headers["www-authenticate"],
+        )
+        # bypass_roles: "automated" logs in without a second factor.
+        robot = http.post("/auth/login", json={"username": "robot", "password": "robot-password-1"})
+        assert robot.status_code == 200, robot.text
