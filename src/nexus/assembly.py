@@ -166,7 +166,7 @@ async def _open_identity(
     sessions: SessionStore = state.sessions
     ephemeral: EphemeralStore
     if options.redis_url is not None:
-        from nexus.backends.ephemeral import RedisEphemeralStore
+        from nexus.backends.redis_ephemeral import RedisEphemeralStore
         from nexus.backends.redis_sessions import RedisSessionStore
 
         redis_sessions = RedisSessionStore(options.redis_url)

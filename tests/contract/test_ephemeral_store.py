@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 import redis.asyncio
 
-from nexus.backends.ephemeral import MemoryEphemeralStore, RedisEphemeralStore
+from nexus.backends.ephemeral import MemoryEphemeralStore
+from nexus.backends.redis_ephemeral import RedisEphemeralStore
 from nexus.core.auth.ports import EphemeralStore
 from nexus.errors import DependencyUnavailableError
 

@@ -1,7 +1,7 @@
-"""`EphemeralStore` implementations: short-lived login state and replay markers.
+"""`EphemeralStore` in memory: short-lived login state and replay markers for one process.
 
-`MemoryEphemeralStore` serves one process; `RedisEphemeralStore` every node of a cluster. Both
-expire values on their own; `take` and `claim` are atomic.
+`nexus.backends.redis_ephemeral.RedisEphemeralStore` serves every node of a cluster. Both expire
+values on their own; `take` and `claim` are atomic.
 """
 
 from __future__ import annotations
@@ -9,9 +9,6 @@ from __future__ import annotations
 import heapq
 import time
 from collections.abc import Callable
-
-import redis.asyncio
-import redis.exceptions
 
 from nexus.errors import DependencyUnavailableError
 
@@ -80,46 +77,3 @@ class MemoryEphemeralStore:
             entry = self._values.get(key)
             if entry is not None and entry[1] <= now:
                 del self._values[key]
-
-
-class RedisEphemeralStore:
-    """Values in Redis with a TTL, so a login begun on one node can finish on another."""
-
-    def __init__(self, url: str, *, key_prefix: str = "nexus:eph:", timeout_s: float = 2.0) -> None:
-        self._prefix = key_prefix
-        self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
-            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, decode_responses=True
-        )
-
-    async def put(self, key: str, value: str, ttl_s: float) -> None:
-        await self._do(self._client.set(self._prefix + key, value, px=_ms(ttl_s)))
-
-    async def get(self, key: str) -> str | None:
-        value = await self._do(self._client.get(self._prefix + key))
-        return None if value is None else str(value)
-
-    async def take(self, key: str) -> str | None:
-        value = await self._do(self._client.getdel(self._prefix + key))
-        return None if value is None else str(value)
-
-    async def claim(self, key: str, ttl_s: float) -> bool:
-        created = await self._do(self._client.set(self._prefix + key, "1", px=_ms(ttl_s), nx=True))
-        return bool(created)
-
-    async def ping(self) -> None:
-        await self._do(self._client.ping())
-
-    async def close(self) -> None:
-        await self._client.aclose()
-
-    async def _do(self, command: object) -> object:
-        try:
-            return await command  # type: ignore[misc]
-        except redis.exceptions.RedisError as exc:
-            raise DependencyUnavailableError("The session store (Redis) is unavailable.") from exc
-
-
-def _ms(ttl_s: float) -> int:
-    if ttl_s <= 0:
-        raise ValueError("ttl_s must be positive")
-    return max(1, int(ttl_s * 1000))
