@@ -3,7 +3,8 @@
 `ldap_server` makes sure the private slapd answers (skipping locally, failing under CI=true when it
 cannot), `ldap_settings` are plain-LDAP settings for it, and `ldap_directory` an `LdapDirectory`
 closed after each test. The directory's content is the script's: alice, bob, carol, dave, and the
-groups admins, developers and operators.
+groups admins, developers and operators. Anyone may search people and groups (never userPassword);
+the reader service account reads everything else; the confined one cannot read the root DSE.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ SUFFIX = "dc=nexus,dc=test"
 CA_FILE = "/tmp/nexus-slapd/ca.pem"  # noqa: S108 - where scripts/ldap-server writes it
 ADMIN_DN, ADMIN_PASSWORD = f"cn=admin,{SUFFIX}", "admin-secret"
 READER_DN, READER_PASSWORD = f"cn=nexus-reader,ou=services,{SUFFIX}", "reader-secret"
+CONFINED_DN, CONFINED_PASSWORD = f"cn=nexus-confined,ou=services,{SUFFIX}", "confined-secret"
 PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret", "dave": "p(a)ss*\\word"}
 ROLE_MAP = {"admins": "admin", "developers": "developer", "operators": "operator"}
 START_TIMEOUT_S = 300  # a first run may install slapd from Debian
@@ -42,10 +44,12 @@ class LdapServer:
 
     ca_file: str = CA_FILE
 
+    url: str = f"ldap://{HOST}:{LDAP_PORT}"
+
     def settings(self, transport: str = "plain", **overrides: Any) -> LdapSettings:
         """Settings for `transport`: "plain" (ldap://), "starttls" or "ldaps", with the test CA."""
         options: dict[str, Any] = {
-            "url": f"ldap://{HOST}:{LDAP_PORT}",
+            "url": self.url,
             "bind_dn": READER_DN,
             "bind_password": READER_PASSWORD,
             "user_base": f"ou=people,{SUFFIX}",
@@ -60,6 +64,27 @@ class LdapServer:
             options.update(url=f"ldaps://{HOST}:{LDAPS_PORT}", ca_file=self.ca_file)
         options.update(overrides)
         return LdapSettings(**options)
+
+    def search(
+        self, base: str, search_filter: str, attributes: list[str], *, dn: str = "", password: str = ""
+    ) -> list[dict[str, Any]]:
+        """The attributes of each entry found, searching as `dn` (anonymously when empty)."""
+        # Imported here, after nexus.backends.auth.ldap, which imports ldap3 past pyasn1's deprecations.
+        from ldap3 import ANONYMOUS, NONE, SIMPLE, SUBTREE, Connection, Server
+
+        connection = Connection(
+            Server(HOST, port=LDAP_PORT, get_info=NONE),
+            user=dn or None,
+            password=password or None,
+            authentication=SIMPLE if dn else ANONYMOUS,
+        )
+        with connection:
+            connection.search(base, search_filter, SUBTREE, attributes=attributes)
+            return [
+                dict(item["attributes"])
+                for item in connection.response or ()
+                if item.get("type") == "searchResEntry"
+            ]
 
     def bind_count(self) -> int:
         """Binds the server has completed so far (cn=Monitor), this read's own bind included."""

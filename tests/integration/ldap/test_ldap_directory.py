@@ -2,13 +2,15 @@
 
 Covers roles from groups, ABAC attributes, refusals that look alike (wrong password, unknown user,
 empty password, filter injection), failures of the directory or of TLS, concurrency off the event
-loop, and the settings' validation.
+loop, the settings' validation, and the URL alone: an anonymous search under the directory's naming
+context (or the URL's base) that never shows a password.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import socket
 import statistics
 import threading
@@ -16,7 +18,20 @@ import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from tests.support.ldap import HOST, LDAPS_PORT, PASSWORDS, READER_PASSWORD, LdapServer, user_dn
+from tests.support.ldap import (
+    CONFINED_DN,
+    CONFINED_PASSWORD,
+    HOST,
+    LDAP_PORT,
+    LDAPS_PORT,
+    PASSWORDS,
+    READER_DN,
+    READER_PASSWORD,
+    ROLE_MAP,
+    SUFFIX,
+    LdapServer,
+    user_dn,
+)
 
 from nexus.backends.auth.ldap import LdapDirectory, LdapSettings
 from nexus.errors import ConfigurationError, DependencyUnavailableError
@@ -200,12 +215,16 @@ async def test_a_filter_matching_several_users_logs_nobody_in(
     assert await directory.authenticate("carol", "carol-secret") is not None
 
 
+@pytest.mark.parametrize("searcher", ["service-account", "anonymous"])
 async def test_unknown_user_costs_the_same_binds_as_a_wrong_password(
-    ldap_server: LdapServer, ldap_directory: LdapDirectory
+    ldap_server: LdapServer, directories: list[LdapDirectory], searcher: str
 ) -> None:
+    settings = ldap_server.settings() if searcher == "service-account" else LdapSettings(url=ldap_server.url)
+    directory = _open(directories, settings)
+
     async def binds_during(username: str, password: str) -> int:
         before = await asyncio.to_thread(ldap_server.bind_count)
-        assert await ldap_directory.authenticate(username, password) is None
+        assert await directory.authenticate(username, password) is None
         return await asyncio.to_thread(ldap_server.bind_count) - before - 1  # less the second read's bind
 
     wrong = await binds_during("alice", "wrong-secret")
@@ -213,7 +232,7 @@ async def test_unknown_user_costs_the_same_binds_as_a_wrong_password(
     injected = await binds_during("*", "wrong-secret")
     empty = await binds_during("alice", "")
 
-    assert wrong == 2  # the service account, then the user
+    assert wrong == 2  # the service account (or anonymous), then the user
     assert unknown == wrong
     assert injected == wrong
     assert empty == 0
@@ -258,10 +277,13 @@ async def test_a_refused_service_account_makes_the_directory_unavailable_not_the
     assert "not-the-reader-secret" not in str(raised.value)
 
 
+@pytest.mark.parametrize("searcher", ["service-account", "anonymous"])
 async def test_an_empty_password_is_refused_before_reaching_the_directory(
-    ldap_server: LdapServer, directories: list[LdapDirectory]
+    ldap_server: LdapServer, directories: list[LdapDirectory], searcher: str
 ) -> None:
-    directory = _open(directories, ldap_server.settings(url=f"ldap://127.0.0.1:{_free_port()}"))
+    url = f"ldap://127.0.0.1:{_free_port()}"
+    settings = ldap_server.settings(url=url) if searcher == "service-account" else LdapSettings(url=url)
+    directory = _open(directories, settings)
 
     assert await directory.authenticate("alice", "") is None
 
@@ -360,18 +382,56 @@ def test_the_service_password_stays_out_of_the_settings_repr(ldap_server: LdapSe
     assert READER_PASSWORD not in repr(ldap_server.settings())
 
 
-def test_from_url_reads_base_attribute_and_filter_from_an_ldap_url() -> None:
-    settings = LdapSettings.from_url(
-        "ldaps://ldap.example.test/ou=people,dc=example,dc=test?uid?sub?(objectClass=inetOrgPerson)",
-        bind_dn="cn=reader,dc=example,dc=test",
-        bind_password="pw",
+def test_an_ldap_url_gives_the_base_attribute_and_filter() -> None:
+    settings = LdapSettings(
+        url="ldaps://ldap.example.test/ou=people,dc=example,dc=test?cn?sub?(objectClass=inetOrgPerson)",
         group_base="ou=groups,dc=example,dc=test",
     )
 
     assert settings.url == "ldaps://ldap.example.test"
     assert (settings.host, settings.port, settings.use_ssl) == ("ldap.example.test", 636, True)
     assert settings.user_base == "ou=people,dc=example,dc=test"
-    assert settings.user_filter == "(&(objectClass=inetOrgPerson)(uid={username}))"
+    assert settings.username_attribute == "cn"
+    assert settings.user_filter == "(&(objectClass=inetOrgPerson)(cn={username}))"
+    assert (settings.bind_dn, settings.bind_password) == ("", "")
+    assert LdapSettings(
+        url="ldap://ldap.example.test/dc=example,dc=test?uid??objectClass=person"
+    ).user_filter == ("(&(objectClass=person)(uid={username}))")
+
+
+async def test_the_source_documents_url_alone_is_enough_and_plain_ldap_to_another_host_is_flagged(
+    directories: list[LdapDirectory], caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = LdapSettings(url="ldap://enterprise.local")
+
+    with caplog.at_level(logging.WARNING, logger="nexus.backends.auth.ldap"):
+        _open(directories, settings)
+        _open(directories, LdapSettings(url="ldaps://enterprise.local"))
+
+    assert (settings.host, settings.port, settings.bind_dn, settings.user_base) == (
+        "enterprise.local",
+        389,
+        "",
+        "",
+    )
+    assert [record.getMessage() for record in caplog.records] == [
+        "LDAP to enterprise.local:389 is not encrypted: user passwords cross the network in clear "
+        "(use ldaps:// or start_tls)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("given", "bind_password"),
+    [({"bind_dn": READER_DN}, READER_PASSWORD), ({"bind_password": READER_PASSWORD}, READER_PASSWORD)],
+    ids=["dn-without-password", "password-without-dn"],
+)
+def test_a_bind_dn_and_password_are_given_together_or_not_at_all(
+    ldap_server: LdapServer, given: dict[str, str], bind_password: str
+) -> None:
+    with pytest.raises(ConfigurationError, match="go together") as raised:
+        LdapSettings(url=ldap_server.url, **given)
+
+    assert bind_password not in str(raised.value)
 
 
 _VALID = {
@@ -390,12 +450,19 @@ _VALID = {
         {"url": "ldap://"},
         {"url": "ldap://127.0.0.1:99999"},
         {"url": "ldap://user:pw@127.0.0.1"},
-        {"url": "ldap://127.0.0.1/dc=example"},
+        {"url": "ldap://127.0.0.1/#people"},
+        {"url": "ldap://127.0.0.1/ou=other,dc=example,dc=test"},
+        {"url": "ldap://127.0.0.1/?uid?one"},
+        {"url": "ldap://127.0.0.1/?uid,cn"},
+        {"url": "ldap://127.0.0.1/????bindname=cn%3Dx"},
+        {"url": "ldap://127.0.0.1/?cn", "username_attribute": "mail"},
+        {"url": "ldap://127.0.0.1/?cn", "user_filter": "(mail={username})"},
         {"url": "ldaps://127.0.0.1", "start_tls": True},
         {"bind_password": ""},
         {"bind_dn": ""},
-        {"user_base": ""},
-        {"group_base": ""},
+        {"bind_dn": "reader"},
+        {"user_base": "people"},
+        {"group_base": "ou=groups;dc=example"},
         {"user_filter": "uid={username}"},
         {"user_filter": "(uid=alice)"},
         {"group_filter": "(member=x)"},
@@ -409,3 +476,98 @@ def test_unusable_settings_are_refused(change: dict[str, object]) -> None:
         LdapSettings(**{**_VALID, **change})
 
     assert "pw@" not in str(raised.value)
+
+
+def test_anonymous_search_shows_people_and_groups_but_never_a_password(ldap_server: LdapServer) -> None:
+    people = f"ou=people,{SUFFIX}"
+
+    alice = ldap_server.search(people, "(uid=alice)", ["uid", "mail", "memberOf", "userPassword"])
+    with_password = ldap_server.search(SUFFIX, "(userPassword=*)", ["uid"])
+    password_only = ldap_server.search(people, "(uid=*)", ["userPassword"])
+    services = ldap_server.search(SUFFIX, "(cn=nexus-*)", ["cn"])
+    as_reader = ldap_server.search(
+        people, "(uid=*)", ["userPassword"], dn=READER_DN, password=READER_PASSWORD
+    )
+
+    assert len(alice) == 1
+    assert alice[0]["mail"] == ["alice@nexus.test"]
+    assert len(alice[0]["memberOf"]) == 2
+    assert not alice[0].get("userPassword")  # ldap3 lists a requested attribute it did not get as []
+    assert with_password == []
+    assert len(password_only) == len(PASSWORDS)
+    assert len(as_reader) == len(PASSWORDS)
+    assert not any(entry.get("userPassword") for entry in password_only + as_reader)
+    assert services == []
+
+
+@pytest.mark.parametrize(
+    ("roles_from", "expected"),
+    [
+        ({"groups_as_roles": True}, {"admins", "developers"}),
+        ({"group_role_map": ROLE_MAP}, {"admin", "developer"}),
+    ],
+    ids=["groups-as-roles", "role-map"],
+)
+async def test_the_url_alone_logs_alice_in_with_roles_from_her_groups(
+    ldap_server: LdapServer,
+    directories: list[LdapDirectory],
+    caplog: pytest.LogCaptureFixture,
+    roles_from: dict[str, object],
+    expected: set[str],
+) -> None:
+    caplog.set_level(logging.INFO, logger="nexus.backends.auth.ldap")
+    directory = _open(directories, LdapSettings(url=ldap_server.url, **roles_from))
+
+    # The first logins race to read the naming context; it is read once and kept.
+    logins = await asyncio.gather(*(directory.authenticate("alice", "alice-secret") for _ in range(6)))
+    refused = [await directory.authenticate("alice", "wrong"), await directory.authenticate("nobody", "x")]
+
+    for identity in logins:
+        assert identity is not None
+        assert identity.subject == user_dn("alice")
+        assert identity.roles == expected
+    assert refused == [None, None]
+    found = [record.getMessage() for record in caplog.records if "naming context" in record.getMessage()]
+    assert found == [f"LDAP {HOST}:{LDAP_PORT}: no user_base given; searching the naming context {SUFFIX}"]
+
+
+@pytest.mark.parametrize(
+    ("path", "options"),
+    [
+        (f"/{SUFFIX}?uid", {"group_role_map": ROLE_MAP}),
+        (f"/ou=people,{SUFFIX}", {"group_role_map": ROLE_MAP, "member_of_attribute": "memberOf"}),
+    ],
+    ids=["groups-searched-under-the-url-base", "member-of"],
+)
+async def test_a_base_in_the_url_is_searched_without_reading_the_naming_context(
+    ldap_server: LdapServer,
+    directories: list[LdapDirectory],
+    caplog: pytest.LogCaptureFixture,
+    path: str,
+    options: dict[str, object],
+) -> None:
+    caplog.set_level(logging.INFO, logger="nexus.backends.auth.ldap")
+    directory = _open(directories, LdapSettings(url=ldap_server.url + path, **options))
+
+    bob = await directory.authenticate("bob", "bob-secret")
+
+    assert bob is not None
+    assert bob.roles == {"developer"}
+    assert not [record for record in caplog.records if "naming context" in record.getMessage()]
+
+
+async def test_a_directory_that_names_no_naming_context_is_unavailable_until_user_base_is_set(
+    ldap_server: LdapServer, directories: list[LdapDirectory]
+) -> None:
+    # The confined account may search people but cannot read the root DSE.
+    confined = {"bind_dn": CONFINED_DN, "bind_password": CONFINED_PASSWORD, "groups_as_roles": True}
+    directory = _open(directories, LdapSettings(url=ldap_server.url, **confined))
+
+    with pytest.raises(DependencyUnavailableError, match="user_base must be configured") as raised:
+        await directory.authenticate("alice", "alice-secret")
+
+    assert CONFINED_PASSWORD not in str(raised.value) + repr(raised.value.to_problem())
+    based = _open(directories, LdapSettings(url=ldap_server.url, user_base=SUFFIX, **confined))
+    alice = await based.authenticate("alice", "alice-secret")
+    assert alice is not None
+    assert alice.roles == {"admins", "developers"}

@@ -1,4 +1,4 @@
-"""LDAP login (`Directory`) with ldap3: search the user as a service account, then bind as them.
+"""LDAP login (`Directory`) with ldap3: search the user (as a service account or anonymously), bind as them.
 
 Owns the LDAP settings and the protocol work; every blocking ldap3 call runs on a small thread pool
 of its own, never on the event loop. Imports only ldap3, the standard library and core.
@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import math
 import secrets
 import socket
 import ssl
+import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NoReturn, Self
+from typing import Any, NoReturn
 from urllib.parse import unquote, urlsplit
 
 from nexus.core.auth.model import ExternalIdentity
@@ -28,7 +30,7 @@ from nexus.errors import ConfigurationError, DependencyUnavailableError
 with warnings.catch_warnings():
     # ldap3 2.9 imports pyasn1 names (tagMap, typeMap) that pyasn1 0.6 deprecates; nothing else.
     warnings.filterwarnings("ignore", r"(tagMap|typeMap) is deprecated", DeprecationWarning)
-    from ldap3 import IP_SYSTEM_DEFAULT, NONE, SIMPLE, SUBTREE, Connection, Server, Tls
+    from ldap3 import ANONYMOUS, BASE, IP_SYSTEM_DEFAULT, NONE, SIMPLE, SUBTREE, Connection, Server, Tls
     from ldap3.core.exceptions import LDAPException, LDAPPasswordIsMandatoryError, LDAPSASLPrepError
     from ldap3.utils.conv import escape_filter_chars
     from ldap3.utils.dn import parse_dn
@@ -40,22 +42,35 @@ _MAX_USERNAME_CHARS = 256
 # Result codes that mean "the server cannot serve now", not "wrong credentials".
 _UNAVAILABLE_CODES = frozenset({51, 52, 80})  # busy, unavailable, other
 _NO_SUCH_OBJECT, _SIZE_LIMIT_EXCEEDED = 32, 4
+# Naming contexts that hold the server's own data (cn=config, AD's configuration, schema and DNS
+# partitions, 389's changelog), never users; recognised by the value of their first RDN.
+_SERVER_CONTEXTS = frozenset(
+    {"config", "configuration", "schema", "changelog", "domaindnszones", "forestdnszones"}
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LdapSettings:
-    """Where the directory is, how Nexus finds users in it, and how their groups become roles."""
+    """Where the directory is, how Nexus finds users in it, and how their groups become roles.
+
+    The URL alone is enough (`LdapSettings(url="ldap://directory.example")`): users are then searched
+    anonymously under the directory's naming context and their groups under the same base. An
+    RFC 4516 URL may carry the base, username attribute and filter
+    (`ldap://host/ou=people,dc=example?uid??(objectClass=person)`); they move into their fields and
+    `url` keeps `scheme://host[:port]`.
+    """
 
     url: str
-    """`ldap://host[:port]` or `ldaps://host[:port]`; nothing after the port."""
-    bind_dn: str
-    """The read-only service account that searches users and groups."""
-    bind_password: str = field(repr=False)
-    """The service account's password."""
-    user_base: str
-    """Where users are searched (subtree)."""
+    """`ldap://host[:port]` or `ldaps://host[:port]`, optionally `/<user base>?<attribute>??<filter>`."""
+    bind_dn: str = ""
+    """The read-only service account that searches users and groups; empty to search anonymously."""
+    bind_password: str = field(default="", repr=False)
+    """The service account's password: given exactly when `bind_dn` is."""
+    user_base: str = ""
+    """Where users are searched (subtree); when empty, the URL's base, else the directory's naming context."""
     group_base: str = ""
-    """Where groups are searched (subtree); with `member_of_attribute`, only groups under it count."""
+    """Where groups are searched (subtree), the user base when empty; with `member_of_attribute`, only
+    groups under it count (any group when empty)."""
     user_filter: str = "(uid={username})"
     """Finds one user; `{username}` is replaced by the escaped login name."""
     username_attribute: str = "uid"
@@ -84,28 +99,9 @@ class LdapSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "group_role_map", MappingProxyType(dict(self.group_role_map)))
         object.__setattr__(self, "attributes", tuple(self.attributes))
+        for name, value in _fields_from_url(self).items():
+            object.__setattr__(self, name, value)
         _validate(self)
-
-    @classmethod
-    def from_url(cls, url: str, **options: Any) -> Self:
-        """Settings from an RFC 4516 URL: `ldap://host:port/<user base>?<username attribute>??<filter>`.
-
-        The base becomes `user_base`, the attribute `username_attribute`, and the user filter is
-        `(attribute={username})`, and-ed with the URL's filter when there is one. Every other
-        field comes from `options`.
-        """
-        parts = urlsplit(url)
-        base = unquote(parts.path.lstrip("/"))
-        attribute, scope, extra_filter = [unquote(part) for part in [*parts.query.split("?", 2), "", ""][:3]]
-        if scope not in ("", "sub"):
-            raise ConfigurationError(f"LDAP URL scope {scope!r} is not supported; users are found by subtree")
-        attribute = attribute or options.pop("username_attribute", "uid")
-        user_filter = f"({attribute}={{username}})"
-        if extra_filter:
-            user_filter = f"(&{extra_filter}{user_filter})"
-        server_url = f"{parts.scheme}://{parts.netloc}"
-        options.setdefault("user_base", base)
-        return cls(url=server_url, username_attribute=attribute, user_filter=user_filter, **options)
 
     @property
     def host(self) -> str:
@@ -121,8 +117,65 @@ class LdapSettings:
         return urlsplit(self.url).scheme == "ldaps"
 
 
+@dataclass(frozen=True, slots=True)
+class _LdapUrl:
+    server: str
+    base: str
+    attribute: str
+    filter: str
+
+
+def _split_url(url: str) -> _LdapUrl:
+    """The parts of an RFC 4516 URL that locate users; anything it cannot honour is refused."""
+    try:
+        parts = urlsplit(url)
+        port_ok = parts.port is None or 0 < parts.port < 65536
+    except ValueError:
+        port_ok, parts = False, urlsplit("")
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or not port_ok:
+        raise ConfigurationError("LDAP url must be ldap://host[:port] or ldaps://host[:port]")
+    if parts.username or parts.password or parts.fragment:
+        raise ConfigurationError("LDAP url takes no credentials or fragment; use bind_dn and bind_password")
+    attribute, scope, extra_filter, extensions = (
+        unquote(p) for p in [*parts.query.split("?", 3), "", "", ""][:4]
+    )
+    if scope not in ("", "sub"):
+        raise ConfigurationError(f"LDAP URL scope {scope!r} is not supported; users are found by subtree")
+    if extensions:
+        raise ConfigurationError("LDAP URL extensions are not supported; use the LDAP settings instead")
+    if "," in attribute:
+        raise ConfigurationError("LDAP URL names one username attribute, not a list")
+    if extra_filter and not extra_filter.startswith("("):
+        extra_filter = f"({extra_filter})"
+    return _LdapUrl(
+        f"{parts.scheme}://{parts.netloc}", unquote(parts.path.lstrip("/")), attribute, extra_filter
+    )
+
+
+def _fields_from_url(settings: LdapSettings) -> dict[str, str]:
+    """The fields an RFC 4516 URL sets; a field it sets that is also given otherwise is refused."""
+    url = _split_url(settings.url)
+    fields = {"url": url.server}
+    if url.base:
+        if settings.user_base and settings.user_base.casefold() != url.base.casefold():
+            raise ConfigurationError("LDAP url names a base and user_base another; give the base once")
+        fields["user_base"] = url.base
+    if url.attribute or url.filter:
+        attribute = url.attribute or settings.username_attribute
+        if settings.username_attribute not in ("uid", attribute):
+            raise ConfigurationError("LDAP url names a username attribute and username_attribute another")
+        user_filter = f"({attribute}={{username}})"
+        if url.filter:
+            user_filter = f"(&{url.filter}{user_filter})"
+        if settings.user_filter not in ("(uid={username})", user_filter):
+            raise ConfigurationError("LDAP url sets the user filter; leave user_filter out")
+        fields.update(username_attribute=attribute, user_filter=user_filter)
+    return fields
+
+
 def _validate(settings: LdapSettings) -> None:
-    _validate_url(settings)
+    if settings.start_tls and settings.use_ssl:
+        raise ConfigurationError("LDAP start_tls applies to ldap:// only; ldaps:// is TLS already")
     _validate_search(settings)
     if not settings.timeout_s > 0 or not math.isfinite(settings.timeout_s):
         raise ConfigurationError("LDAP timeout_s must be a positive number of seconds")
@@ -132,33 +185,32 @@ def _validate(settings: LdapSettings) -> None:
         raise ConfigurationError(f"LDAP ca_file {settings.ca_file} is not a readable file")
 
 
-def _validate_url(settings: LdapSettings) -> None:
-    try:
-        parts = urlsplit(settings.url)
-        port_ok = parts.port is None or 0 < parts.port < 65536
-    except ValueError:
-        port_ok = False
-        parts = urlsplit("")
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or not port_ok:
-        raise ConfigurationError("LDAP url must be ldap://host[:port] or ldaps://host[:port]")
-    if parts.path.strip("/") or parts.query or parts.username or parts.password:
-        raise ConfigurationError("LDAP url takes no credentials, base or query; use LdapSettings.from_url")
-    if settings.start_tls and parts.scheme == "ldaps":
-        raise ConfigurationError("LDAP start_tls applies to ldap:// only; ldaps:// is TLS already")
-
-
 def _validate_search(settings: LdapSettings) -> None:
-    if not settings.bind_dn or not settings.bind_password:
-        # An empty password would be an unauthenticated bind: searching anonymously, not as the service.
-        raise ConfigurationError("LDAP bind_dn and bind_password are both required")
-    if not settings.user_base:
-        raise ConfigurationError("LDAP user_base is required")
+    if bool(settings.bind_dn) != bool(settings.bind_password):
+        # A DN with an empty password is an unauthenticated bind: it would search anonymously unnoticed.
+        raise ConfigurationError(
+            "LDAP bind_dn and bind_password go together: both for a service account, "
+            "neither to search anonymously"
+        )
+    for name in ("bind_dn", "user_base", "group_base"):
+        if getattr(settings, name) and not _is_dn(getattr(settings, name)):
+            raise ConfigurationError(f"LDAP {name} is not a distinguished name")
     if not _is_filter_template(settings.user_filter, "{username}"):
         raise ConfigurationError("LDAP user_filter must be a parenthesised filter containing {username}")
-    if settings.member_of_attribute is None and not settings.group_base:
-        raise ConfigurationError("LDAP group_base is required unless member_of_attribute is set")
     if settings.member_of_attribute is None and not _is_filter_template(settings.group_filter, "{dn}"):
         raise ConfigurationError("LDAP group_filter must be a parenthesised filter containing {dn}")
+
+
+def _is_dn(value: str) -> bool:
+    try:
+        return bool(_rdns(value))
+    except LDAPException:
+        return False
+
+
+def _rdns(dn: str) -> list[tuple[str, str]]:
+    """A DN's components as comparable (type, value) pairs; spaces around separators are ignored."""
+    return [(kind.casefold(), value.casefold()) for kind, value, _ in parse_dn(dn, strip=True)]
 
 
 def _is_filter_template(template: str, placeholder: str) -> bool:
@@ -199,12 +251,16 @@ class _ContextTls(Tls):
 def _unavailable(settings: LdapSettings, reason: str, exc: BaseException | None = None) -> NoReturn:
     # Only the location and the exception type go to the log: ldap3 messages can quote DNs.
     kind = type(exc).__name__ if exc is not None else "refused"
-    _log.warning("LDAP directory %s:%d unavailable: %s (%s)", settings.host, settings.port, reason, kind)
+    _log.warning("LDAP directory %s:%d unavailable: %s (%s)", *_where(settings), reason, kind)
     raise DependencyUnavailableError("The LDAP directory is unavailable") from exc
 
 
 class LdapDirectory:
-    """`Directory` over LDAP: service-account search, then a bind as the user on a fresh connection.
+    """`Directory` over LDAP: a search (service account or anonymous), then a bind as the user.
+
+    The bind as the user runs on a fresh connection. Without a user base, the directory's root DSE
+    names it on the first login (its `defaultNamingContext`, else its first naming context that is
+    not the server's own), and it is kept.
 
     Unknown users and wrong passwords both return None after the same directory work (an unknown
     user costs a bind against a DN that does not exist), so neither answers nor timing enumerate
@@ -224,8 +280,17 @@ class LdapDirectory:
         )
         if self._tls is not None and not settings.verify_certificate:
             _log.warning("LDAP certificate verification is off for %s:%d", settings.host, settings.port)
+        if not (settings.use_ssl or settings.start_tls or _is_loopback(settings.host)):
+            _log.warning(
+                "LDAP to %s:%d is not encrypted: user passwords cross the network in clear "
+                "(use ldaps:// or start_tls)",
+                settings.host,
+                settings.port,
+            )
         self._role_of = {group.casefold(): role for group, role in settings.group_role_map.items()}
-        self._absent_dn = f"cn=nexus-absent-{secrets.token_hex(16)},{settings.user_base}"
+        self._absent_rdn = f"cn=nexus-absent-{secrets.token_hex(16)}"
+        self._user_base = settings.user_base  # read from the directory on first use when empty
+        self._user_base_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=settings.max_concurrency, thread_name_prefix="nexus-ldap")
         self._closed = False
 
@@ -250,18 +315,22 @@ class LdapDirectory:
         await asyncio.to_thread(self._pool.shutdown, wait=True)
 
     def _authenticate(self, username: str, password: str) -> ExternalIdentity | None:
+        settings = self._settings
         try:
-            with self._connection(self._settings.bind_dn, self._settings.bind_password) as service:
-                if service is None:
-                    _unavailable(self._settings, "the service account bind was refused")
-                entries = self._find_user(service, username)
+            with self._connection(settings.bind_dn or None, settings.bind_password) as searcher:
+                if searcher is None:
+                    who = "service account" if settings.bind_dn else "anonymous"
+                    _unavailable(settings, f"the {who} bind was refused")
+                base = self._base(searcher)
+                entries = self._find_user(searcher, base, username)
                 if len(entries) != 1:
-                    self._bind_succeeds(self._absent_dn, password)  # the same work as a wrong password
+                    # The same work as a wrong password: a bind, here to a DN that does not exist.
+                    self._bind_succeeds(f"{self._absent_rdn},{base}", password)
                     return None
                 entry = entries[0]
                 if not self._bind_succeeds(entry["dn"], password):
                     return None
-                roles = self._roles(service, entry)
+                roles = self._roles(searcher, base, entry)
         except (LDAPException, OSError) as exc:
             _unavailable(self._settings, "connection or TLS failed", exc)
         return ExternalIdentity(
@@ -273,8 +342,8 @@ class LdapDirectory:
         )
 
     @contextlib.contextmanager
-    def _connection(self, dn: str, password: str) -> Iterator[Connection | None]:
-        """A fresh connection (TLS as configured) bound as `dn`; None when the bind is refused."""
+    def _connection(self, dn: str | None, password: str) -> Iterator[Connection | None]:
+        """A fresh connection (TLS as configured) bound as `dn`, or anonymously; None when refused."""
         settings = self._settings
         server = Server(
             settings.host,
@@ -289,8 +358,8 @@ class LdapDirectory:
         connection = Connection(
             server,
             user=dn,
-            password=password,
-            authentication=SIMPLE,
+            password=password if dn else None,
+            authentication=SIMPLE if dn else ANONYMOUS,
             auto_referrals=False,
             receive_timeout=max(1, math.ceil(settings.timeout_s)),
         )
@@ -312,14 +381,48 @@ class LdapDirectory:
         with self._connection(dn, password) as bound:
             return bound is not None
 
-    def _find_user(self, service: Connection, username: str) -> list[dict[str, Any]]:
+    def _base(self, connection: Connection) -> str:
+        """The user base: as configured, or the directory's naming context, read once and kept."""
+        if not self._user_base:
+            with self._user_base_lock:
+                if not self._user_base:
+                    self._user_base = self._naming_context(connection)
+        return self._user_base
+
+    def _naming_context(self, connection: Connection) -> str:
+        settings = self._settings
+        wanted = ["defaultNamingContext", "namingContexts"]
+        connection.search("", "(objectClass=*)", BASE, attributes=wanted)
+        if connection.result.get("result") in _UNAVAILABLE_CODES:
+            _unavailable(settings, f"root DSE read answered {connection.result.get('description')}")
+        contexts = [
+            str(context)
+            for item in connection.response or ()
+            if item.get("type") == "searchResEntry"
+            for name in wanted
+            for context in _values(item["attributes"].get(name))
+        ]
+        for context in contexts:
+            if _rdn_value(context).casefold() not in {"", *_SERVER_CONTEXTS}:
+                _log.info(
+                    "LDAP %s:%d: no user_base given; searching the naming context %s",
+                    *_where(settings),
+                    context,
+                )
+                return context
+        _log.warning("LDAP %s:%d lists no naming context to search; set user_base", *_where(settings))
+        raise DependencyUnavailableError(
+            "The LDAP directory names no base to search for users; its user_base must be configured"
+        )
+
+    def _find_user(self, service: Connection, base: str, username: str) -> list[dict[str, Any]]:
         settings = self._settings
         wanted = {settings.username_attribute, *settings.attributes}
         if settings.member_of_attribute:
             wanted.add(settings.member_of_attribute)
         search_filter = settings.user_filter.replace("{username}", escape_filter_chars(username))
         # Two entries are enough to know the filter is ambiguous.
-        service.search(settings.user_base, search_filter, SUBTREE, attributes=sorted(wanted), size_limit=2)
+        service.search(base, search_filter, SUBTREE, attributes=sorted(wanted), size_limit=2)
         code = service.result.get("result")
         if code not in (0, _NO_SUCH_OBJECT, _SIZE_LIMIT_EXCEEDED):
             _unavailable(settings, f"user search answered {service.result.get('description')}")
@@ -328,15 +431,14 @@ class LdapDirectory:
             _log.warning("LDAP user_filter matched more than one entry; the login is refused")
         return entries
 
-    def _roles(self, service: Connection, entry: Mapping[str, Any]) -> frozenset[str]:
+    def _roles(self, service: Connection, user_base: str, entry: Mapping[str, Any]) -> frozenset[str]:
         settings = self._settings
         if settings.member_of_attribute:
             group_dns = _values(entry["attributes"].get(settings.member_of_attribute))
-            base = settings.group_base.casefold()
-            names = [_rdn_value(dn) for dn in group_dns if not base or str(dn).casefold().endswith(base)]
+            names = [_rdn_value(dn) for dn in group_dns if _is_under(str(dn), settings.group_base)]
         else:
             search_filter = settings.group_filter.replace("{dn}", escape_filter_chars(entry["dn"]))
-            service.search(settings.group_base, search_filter, SUBTREE, attributes=["cn"])
+            service.search(settings.group_base or user_base, search_filter, SUBTREE, attributes=["cn"])
             if service.result.get("result") not in (0, _NO_SUCH_OBJECT):
                 _unavailable(settings, f"group search answered {service.result.get('description')}")
             names = [
@@ -370,6 +472,28 @@ def _close(connection: Connection) -> None:
     sock = getattr(connection, "socket", None)
     if sock is not None:
         sock.close()
+
+
+def _where(settings: LdapSettings) -> tuple[str, int]:
+    return settings.host, settings.port
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_under(dn: str, base: str) -> bool:
+    """Whether `dn` is `base` or below it, compared component by component; any DN when `base` is empty."""
+    if not base:
+        return True
+    try:
+        components, base_components = _rdns(dn), _rdns(base)
+    except LDAPException:
+        return False
+    return components[len(components) - len(base_components) :] == base_components
 
 
 def _values(raw: Any) -> list[Any]:
