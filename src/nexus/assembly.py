@@ -187,7 +187,7 @@ async def _open_identity(
     mfa = mfa_config.policy() if mfa_config is not None else MfaPolicy()
     if provider is not None and not provider.enable_mfa and auth.mfa is not None:
         raise ConfigurationError("app.auth.mfa is set but the provider says enable_mfa=False; pick one.")
-    parts = await provider.open(ephemeral) if provider is not None else None
+    parts = await provider.open(ephemeral, api_base_url(options)) if provider is not None else None
     if parts is not None and parts.directory is not None:
         closers.append(parts.directory.close)
     hardware = None

@@ -195,3 +195,58 @@ async def test_a_tampered_saml_assertion_fails_the_login_and_is_audited(
     records = await server.app.audit_log(workflow="_auth")
     assert any(r.outcome is Outcome.UNAUTHENTICATED for r in records)
     assert not any(r.outcome is Outcome.SUCCESS and r.reason.startswith("logged in") for r in records)
+
+
+async def test_nexus_login_sso_signs_on_through_the_browser_and_its_loopback_listener(
+    sso_app: Callable[..., Any], oidc_provider: OidcProvider, tmp_path: Path
+) -> None:
+    """The real `nexus login --sso oidc --no-browser`: the test plays the browser at the URL it prints."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    provider = EnterpriseAuthProvider(
+        sso_endpoint=oidc_provider.issuer(),
+        oidc_client_id="nexus-app",
+        oidc_client_secret=CLIENT_SECRET,
+        oidc_role_map=ROLE_MAP,
+    )
+    server = await sso_app(oidc_provider.app_port, provider)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEXUS_")}
+    env["NEXUS_CONFIG_DIR"] = str(tmp_path / "config")
+    base = [sys.executable, "-m", "nexus", "--url", server.api_url]
+    login = await asyncio.create_subprocess_exec(
+        *base, "login", "--sso", "oidc", "--no-browser",
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    assert login.stderr is not None
+    url = ""
+    while not url.startswith("http"):
+        line = (await asyncio.wait_for(login.stderr.readline(), timeout=30)).decode().strip()
+        assert line or login.returncode is None, "nexus login ended before printing the sign-in address"
+        url = line
+    async with httpx2.AsyncClient(timeout=10) as browser:
+        idp = await browser.get(url)
+        assert idp.status_code == 302, idp.text  # Nexus sends the browser to the provider
+        back = await browser.get(f"{idp.headers['location']}&{urlencode({'login_hint': 'alice'})}")
+        callback = await browser.get(back.headers["location"])  # Nexus's callback
+        assert callback.status_code == 302, callback.text
+        assert callback.headers["location"].startswith("http://127.0.0.1:")  # the CLI's listener
+        landed = await browser.get(callback.headers["location"])
+        assert landed.status_code == 200
+    _, err = await asyncio.wait_for(login.communicate(), timeout=30)
+    assert login.returncode == 0, err.decode()
+
+    async def cli(*args: str) -> tuple[int, Any]:
+        process = await asyncio.create_subprocess_exec(
+            *base, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+        assert process.returncode == 0, err.decode()
+        return process.returncode, json.loads(out)
+
+    _, who = await cli("whoami", "--json")
+    assert sorted(who["roles"]) == ["admin", "developer"]
+    _, ran = await cli("run", "add", "-p", "a=2", "-p", "b=3", "--json")
+    assert ran["outputs"] == {"add": {"result": 5}}

@@ -166,6 +166,7 @@ class AuthRoutes:
 
     async def mfa(self, call: HttpCall) -> HttpAnswer:
         async def step(subject: Any, body: dict[str, Any]) -> Any:
+            subject.principal_id = await self._identity.challenge_owner(body.get("challenge_id"))
             method = body.get("method", "totp")
             answer = body.get("response") if method == "hardware_key" else body.get("code")
             if not isinstance(method, str) or answer is None:

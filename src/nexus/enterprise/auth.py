@@ -19,6 +19,8 @@ from nexus.core.auth.ports import Directory, EphemeralStore, SsoProtocol
 from nexus.core.types import Channel
 from nexus.errors import ConfigurationError
 
+# Checks the SSO settings at construction, before the app's own URL is known.
+_PLACEHOLDER_BASE = "http://127.0.0.1:8000"
 _METHODS = {kind.value for kind in FactorKind if kind is not FactorKind.RECOVERY}
 _CHANNELS = {channel.value for channel in Channel}
 
@@ -110,10 +112,12 @@ class ProviderParts:
 class EnterpriseAuthProvider:
     """Where identities come from: local users always, plus an LDAP directory and SSO.
 
-    `ldap_server` is the directory URL; the other LDAP settings go as `ldap_<name>=` (for example
-    `ldap_user_base`, `ldap_bind_dn`, `ldap_group_role_map`; see `nexus.backends.auth.ldap.LdapSettings`).
+    `ldap_server` is the directory URL (alone it means anonymous search from the directory's naming
+    context); the other LDAP settings go as `ldap_<name>=` (for example `ldap_user_base`,
+    `ldap_bind_dn`, `ldap_group_role_map`; see `nexus.backends.auth.ldap.LdapSettings`).
     `sso_endpoint` is an OIDC issuer, or a SAML identity provider's metadata URL when it mentions
-    saml (or `sso_protocol="saml"`); their settings go as `oidc_<name>=` / `saml_<name>=`.
+    saml (or `sso_protocol="saml"`); their settings go as `oidc_<name>=` / `saml_<name>=`, and the
+    callback endpoints default to this app's own `/auth/sso/{oidc,saml}/...` URLs.
     `enable_api_keys=False` refuses API keys on every channel; `enable_mfa=True` requires a second
     factor (TOTP on every channel unless `app.auth.mfa` says otherwise).
     """
@@ -162,7 +166,7 @@ class EnterpriseAuthProvider:
         if self.ldap_server is None and self._group("ldap_"):
             raise ConfigurationError("ldap_* settings were given without ldap_server.")
         self._ldap_settings()
-        self._sso_settings()
+        self._sso_settings(_PLACEHOLDER_BASE)
 
     @property
     def uses_saml(self) -> bool:
@@ -182,7 +186,8 @@ class EnterpriseAuthProvider:
 
         return _build(LdapSettings, "ldap_", {"url": self.ldap_server, **self._group("ldap_")})
 
-    def _sso_settings(self) -> tuple[str, Any] | None:
+    def _sso_settings(self, base_url: str) -> tuple[str, Any] | None:
+        """The SSO settings; endpoints on this app default to its API URL `base_url`."""
         if self.sso_endpoint is None:
             return None
         if self.uses_saml:
@@ -190,13 +195,21 @@ class EnterpriseAuthProvider:
 
             given = self._group("saml_")
             given.setdefault("idp_metadata", self.sso_endpoint)
+            given.setdefault("entity_id", f"{base_url}/auth/sso/saml/metadata")
+            given.setdefault("acs_url", f"{base_url}/auth/sso/saml/callback")
             return "saml", _build(SamlSettings, "saml_", given)
         from nexus.backends.auth.oidc import OidcSettings
 
-        return "oidc", _build(OidcSettings, "oidc_", {"issuer": self.sso_endpoint, **self._group("oidc_")})
+        given = {"issuer": self.sso_endpoint, **self._group("oidc_")}
+        given.setdefault("redirect_uri", f"{base_url}/auth/sso/oidc/callback")
+        return "oidc", _build(OidcSettings, "oidc_", given)
 
-    async def open(self, ephemeral: EphemeralStore) -> ProviderParts:
-        """Build the directory and SSO adapters (SAML reads the IdP metadata, off the event loop)."""
+    async def open(self, ephemeral: EphemeralStore, base_url: str) -> ProviderParts:
+        """Build the directory and SSO adapters (SAML reads the IdP metadata, off the event loop).
+
+        `base_url` is the app's API URL: the SAML entity id and ACS URL and the OIDC redirect URI
+        default to its `/auth/sso/...` endpoints.
+        """
         directory: Directory | None = None
         ldap = self._ldap_settings()
         if ldap is not None:
@@ -204,7 +217,7 @@ class EnterpriseAuthProvider:
 
             directory = LdapDirectory(ldap)
         sso: dict[str, SsoProtocol] = {}
-        chosen = self._sso_settings()
+        chosen = self._sso_settings(base_url)
         if chosen is not None:
             name, settings = chosen
             if name == "saml":
