@@ -20,12 +20,18 @@ class MfaPolicy:
     """
 
     methods: frozenset[FactorKind] = frozenset()
+    """Factors users may enroll and answer with (recovery codes always count)."""
     required_for: frozenset[Channel] = frozenset()
+    """Channels whose tokens need a second factor."""
     bypass_roles: frozenset[str] = frozenset()
+    """Holders of any of these roles never need one."""
     session_binding: bool = True
     challenge_ttl_s: float = 300.0
+    """Life of a pending challenge from its creation; answering or resending never extends it."""
     max_attempts: int = 5
+    """Wrong answers a challenge survives, and text messages it may send."""
     sms_code_ttl_s: float = 300.0
+    """Life of one texted code."""
 
     @property
     def enabled(self) -> bool:
@@ -44,12 +50,19 @@ class SessionPolicy:
     """Sessions, channel tokens and step-up."""
 
     issuer: str = "nexus"
+    """The `iss` of channel tokens; tokens of another issuer are refused."""
     session_duration_s: float = 28800.0
+    """Life of a session; no token outlives it."""
     access_token_s: float = 900.0
+    """Life of a channel token, capped at its session's end."""
     cross_channel_sso: bool = True
+    """A session may yield tokens (and step-ups) for channels other than the one it began on."""
     require_reauth_for: frozenset[str] = frozenset()
+    """Roles and workflow tags whose calls need a recent authentication."""
     reauth_max_age_s: float = 900.0
+    """How recent that authentication must be."""
     cache_s: float = 5.0
+    """How long a node trusts a session it read; revocations elsewhere show within this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +71,14 @@ class ThrottlePolicy:
     recently logged in from, so an attacker can slow a user down but never shut them out."""
 
     window_s: int = 900
+    """The span failures are counted over."""
     per_pair: int = 5
+    """Failures (wrong passwords or second factors) one account may have from one address."""
     per_account: int = 20
+    """Failures one account may have from new addresses."""
     per_address: int = 100
+    """Failures one address may have across accounts."""
     lockout_s: int = 900
+    """How long a lock lasts once a limit is reached."""
     trusted_address_s: int = 30 * 86400
+    """How long a completed login exempts its address from the account lock."""

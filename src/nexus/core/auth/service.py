@@ -239,8 +239,11 @@ class IdentityService:
         if user is None:
             await throttle.failed(username, address)
             raise AuthenticationError(_WRONG_LOGIN)
+        method = "ldap" if user.source == "ldap" else "password"
+        grant = await self._after_first_factor(user, method, channel, attempt=(username, address))
+        # Only a finished login (second factor included) clears failures and trusts the address.
         await throttle.succeeded(username, address)
-        return await self._after_first_factor(user, "ldap" if user.source == "ldap" else "password", channel)
+        return grant
 
     async def _first_factor(self, username: str, password: str) -> User | None:
         user = await self._p.users.find(username) if _USERNAME.fullmatch(username) else None
@@ -336,10 +339,15 @@ class IdentityService:
             raise InvalidInputError(f"Single sign-on over {protocol[:16]!r} is not configured.")
         return adapter
 
-    async def _after_first_factor(self, user: User, method: str, channel: Channel) -> Grant:
+    async def _after_first_factor(
+        self, user: User, method: str, channel: Channel, *, attempt: tuple[str, str] | None = None
+    ) -> Grant:
+        """`attempt` is the (account, address) the login is throttled under, when it has one."""
         if not self.mfa.due(user.roles, channel):
             return await self._open_session(user, method, channel, mfa=False)
         challenge = {"purpose": "login", "user_id": user.user_id, "method": method, "channel": channel.value}
+        if attempt is not None:
+            challenge["account"], challenge["address"] = attempt
         await self._challenge(user, challenge)
 
     # -- second factor -----------------------------------------------------------------------------
@@ -349,6 +357,7 @@ class IdentityService:
         factors = [f for f in await self._usable_factors(user.user_id) if f.kind is not FactorKind.RECOVERY]
         challenge_id = secrets.token_urlsafe(24)
         challenge["attempts"] = 0
+        challenge["until"] = self._clock.now().timestamp() + self.mfa.challenge_ttl_s
         await self._put_challenge(challenge_id, challenge)
         if not factors:
             raise MfaEnrollmentRequiredError(
@@ -371,7 +380,10 @@ class IdentityService:
         ]
 
     async def _put_challenge(self, challenge_id: str, challenge: Mapping[str, Any]) -> None:
-        await self._p.ephemeral.put(f"chal:{challenge_id}", json.dumps(challenge), self.mfa.challenge_ttl_s)
+        # Put back with what is left of its life: answering or asking for codes never extends it.
+        left = float(challenge["until"]) - self._clock.now().timestamp()
+        if left > 0:
+            await self._p.ephemeral.put(f"chal:{challenge_id}", json.dumps(challenge), left)
 
     async def challenge_owner(self, challenge_id: object) -> str | None:
         """The user a pending challenge belongs to (for the audit of its steps), without using it."""
@@ -390,6 +402,8 @@ class IdentityService:
         if raw is None:
             raise AuthenticationError(_CHALLENGE_GONE)
         challenge: dict[str, Any] = json.loads(raw)
+        if self._clock.now().timestamp() >= float(challenge.get("until", 0)):
+            raise AuthenticationError(_CHALLENGE_GONE)
         return challenge_id, challenge
 
     async def send_sms_code(self, challenge_id: str) -> str:
@@ -405,15 +419,33 @@ class IdentityService:
                 )
             if sender is None or factor is None or not self.mfa.accepts(FactorKind.SMS):
                 raise InvalidInputError("No text-message factor is available for this challenge.")
-            code = f"{secrets.randbelow(1_000_000):06d}"
-            challenge["sms"] = {
-                "hash": hash_token_secret(code),
-                "until": self._clock.now().timestamp() + self.mfa.sms_code_ttl_s,
-            }
-            await sender.send(factor.secret, f"Your Nexus sign-in code is {code}. It expires in 5 minutes.")
+            # Each text costs money and lands on a real phone: a few per challenge at most.
+            if challenge.get("texts", 0) >= self.mfa.max_attempts:
+                raise AuthenticationError(
+                    "Too many codes sent for this sign-in; use the last one or log in again.",
+                    challenge_id=cid,
+                )
+            challenge["texts"] = challenge.get("texts", 0) + 1
+            code = self._new_sms_code(challenge)
+            await sender.send(factor.secret, f"Your Nexus sign-in code is {code}. {self._sms_expiry()}")
             return mask_phone(factor.secret)
         finally:
             await self._put_challenge(cid, challenge)
+
+    def _new_sms_code(self, challenge: dict[str, Any]) -> str:
+        """A fresh six-digit code for `challenge` (replacing any earlier one); only its hash is kept."""
+        code = f"{secrets.randbelow(1_000_000):06d}"
+        until = self._clock.now().timestamp() + self.mfa.sms_code_ttl_s
+        challenge["sms"] = {"hash": hash_token_secret(code), "until": until}
+        return code
+
+    def _sms_expiry(self) -> str:
+        seconds = int(self.mfa.sms_code_ttl_s)
+        return (
+            f"It expires in {seconds // 60} minutes."
+            if seconds >= 120
+            else f"It expires in {seconds} seconds."
+        )
 
     async def hardware_key_options(self, challenge_id: str) -> dict[str, Any]:
         """WebAuthn assertion options for the user's registered keys."""
@@ -439,7 +471,9 @@ class IdentityService:
         user = await self._p.users.get(challenge["user_id"])
         if user is None or user.disabled:
             raise AuthenticationError(_CHALLENGE_GONE)
+        await self._check_throttle(challenge)
         if challenge.get("enroll"):
+            await self._put_challenge(cid, challenge)
             raise InvalidInputError("Activate the factor being enrolled first.")
         try:
             kind = FactorKind(method)
@@ -449,12 +483,22 @@ class IdentityService:
             await self._put_challenge(cid, challenge)
             raise InvalidInputError(f"The method must be one of: {', '.join(sorted(self._methods()))}.")
         if not await self._verify_factor(user, kind, response, challenge):
+            await self._count_failure(challenge)
             challenge["attempts"] = challenge.get("attempts", 0) + 1
             if challenge["attempts"] < self.mfa.max_attempts:
                 await self._put_challenge(cid, challenge)
                 raise AuthenticationError("The code is wrong, expired or already used.", challenge_id=cid)
             raise AuthenticationError("Too many wrong codes; log in again.")
         return await self._complete(user, challenge)
+
+    async def _check_throttle(self, challenge: Mapping[str, Any]) -> None:
+        if "address" in challenge:
+            await self._p.throttle.check(challenge["account"], challenge["address"])
+
+    async def _count_failure(self, challenge: Mapping[str, Any]) -> None:
+        """A wrong second factor counts as a failed login, so a known password gives few guesses."""
+        if "address" in challenge:
+            await self._p.throttle.failed(challenge["account"], challenge["address"])
 
     def _methods(self) -> set[str]:
         return {kind.value for kind in self.mfa.methods} | {FactorKind.RECOVERY.value}
@@ -519,6 +563,8 @@ class IdentityService:
     async def _complete(self, user: User, challenge: Mapping[str, Any]) -> Grant:
         channel = Channel(challenge["channel"])
         purpose = challenge["purpose"]
+        if "address" in challenge:
+            await self._p.throttle.succeeded(challenge["account"], challenge["address"])
         if purpose == "login":
             return await self._open_session(user, challenge["method"], channel, mfa=True)
         session = await self._live_session(challenge["session_id"])
@@ -545,18 +591,22 @@ class IdentityService:
             user = await self._p.users.get(challenge["user_id"])
             if user is None:
                 raise AuthenticationError(_CHALLENGE_GONE)
+            # Enrolling during a login is trust on first use; with a factor in place it would let a
+            # password alone replace it.
+            if any(f.kind is not FactorKind.RECOVERY for f in await self._usable_factors(user.user_id)):
+                raise InvalidInputError(
+                    "This account already has a second factor; answer the challenge with it."
+                )
             enrollment = await self.start_enrollment(user, method, phone=phone)
             challenge["enroll"] = enrollment.factor_id
             if enrollment.kind is FactorKind.HARDWARE_KEY:
                 challenge["webauthn"] = enrollment.details["challenge"]
             if enrollment.kind is FactorKind.SMS:
-                code = f"{secrets.randbelow(1_000_000):06d}"
-                challenge["sms"] = {
-                    "hash": hash_token_secret(code),
-                    "until": self._clock.now().timestamp() + self.mfa.sms_code_ttl_s,
-                }
+                code = self._new_sms_code(challenge)
                 if self._p.sms is not None and phone:
-                    await self._p.sms.send(phone, f"Your Nexus enrollment code is {code}.")
+                    await self._p.sms.send(
+                        phone, f"Your Nexus enrollment code is {code}. {self._sms_expiry()}"
+                    )
             return enrollment
         finally:
             await self._put_challenge(cid, challenge)
@@ -600,8 +650,11 @@ class IdentityService:
         cid, challenge = await self._take_challenge(challenge_id)
         factor_id = challenge.get("enroll")
         user = await self._p.users.get(challenge["user_id"])
-        if not factor_id or user is None:
+        if user is None or user.disabled:
             raise AuthenticationError(_CHALLENGE_GONE)
+        if not factor_id:
+            await self._put_challenge(cid, challenge)
+            raise InvalidInputError("Enroll a second factor with this challenge before activating one.")
         ok = await self._activate_factor(user, factor_id, response, challenge)
         if not ok:
             challenge["attempts"] = challenge.get("attempts", 0) + 1
@@ -740,10 +793,7 @@ class IdentityService:
     async def token(self, session_token: str, channel: Channel) -> AccessToken:
         """A short-lived token for `channel` from a session (cross-channel sign-on)."""
         session = await self.session_of(session_token)
-        if channel is not session.origin_channel and not self.policy.cross_channel_sso:
-            raise ForbiddenError(
-                f"Cross-channel sign-on is off: log in on the {channel.value} channel itself."
-            )
+        self._check_cross_channel(session, channel)
         if self.mfa.due(session.roles, channel) and channel not in session.mfa_channels:
             user = await self._p.users.get(session.user_id)
             if user is None:
@@ -754,15 +804,25 @@ class IdentityService:
                 "method": session.method,
                 "channel": channel.value,
                 "session_id": session.session_id,
+                # No client address here: wrong codes are counted against the session instead.
+                "account": user.username,
+                "address": f"session:{session.session_id}",
             }
             await self._challenge(user, challenge)
         return self._mint(session, channel)
+
+    def _check_cross_channel(self, session: Session, channel: Channel) -> None:
+        if channel is not session.origin_channel and not self.policy.cross_channel_sso:
+            raise ForbiddenError(
+                f"Cross-channel sign-on is off: log in on the {channel.value} channel itself."
+            )
 
     async def reauthenticate(
         self, session_token: str, password: str | None, channel: Channel, address: str
     ) -> Grant:
         """Step-up: prove again who you are (password, then a second factor when enrolled)."""
         session = await self.session_of(session_token)
+        self._check_cross_channel(session, channel)
         user = await self._p.users.get(session.user_id)
         if user is None or user.disabled:
             raise AuthenticationError(_SESSION_ENDED)
@@ -782,8 +842,11 @@ class IdentityService:
                 "method": session.method,
                 "channel": channel.value,
                 "session_id": session.session_id,
+                "account": user.username,
+                "address": address,
             }
             await self._challenge(user, challenge)
+        await self._p.throttle.succeeded(user.username, address)
         now = self._clock.now()
         await self._p.sessions.reauthenticated(
             session.session_id, auth_time=now, mfa_time=session.mfa_time, mfa_channels=session.mfa_channels

@@ -8,6 +8,7 @@ only delay the real user on a new device, never lock them out for good.
 from __future__ import annotations
 
 import hashlib
+import math
 
 from nexus.core.auth.policy import ThrottlePolicy
 from nexus.core.auth.ports import EphemeralStore
@@ -44,7 +45,8 @@ class LoginThrottle:
             (f"addr:{addr}", policy.per_address),
         ):
             usage = await self._counters.hit(f"login:{name}", limit=limit, window_s=policy.window_s)
-            if not usage.allowed:
+            # The limit-th failure locks: `limit` failures are all a pair, account or address gets.
+            if not usage.allowed or usage.remaining == 0:
                 until = self._clock.now().timestamp() + policy.lockout_s
                 await self._marks.put(f"lock:{name}", str(until), policy.lockout_s)
 
@@ -57,5 +59,5 @@ class LoginThrottle:
         until = await self._marks.get(key)
         if until is None:
             return
-        retry_after = max(1, int(float(until) - self._clock.now().timestamp()) + 1)
+        retry_after = max(1, math.ceil(float(until) - self._clock.now().timestamp()))
         raise AccountLockedError("Too many failed logins; try again later.", retry_after=retry_after)
