@@ -80,14 +80,25 @@ class AuthRoutes:
         )
 
     async def _step(
-        self, call: HttpCall, action: Action, step: Callable[[Any, dict[str, Any]], Awaitable[Any]]
+        self,
+        call: HttpCall,
+        action: Action,
+        step: Callable[[Any, dict[str, Any]], Awaitable[Any]],
+        fields: frozenset[str] = frozenset(),
     ) -> HttpAnswer:
-        """Read the JSON body, run `step(subject, body)` as an audited account step, answer."""
+        """Read the JSON body (only `fields` allowed), run `step(subject, body)` as an audited
+        account step, answer."""
         invocation = self._invocation(call, action)
 
         async def run(subject: Any) -> Any:
             raw = await call.body(_BODY_LIMIT)
             body = codec.loads_object(raw, what="The body") if raw.strip() else {}
+            unknown = sorted(set(body) - fields)
+            if unknown:
+                # Nothing a caller sends besides these reaches identity: no "roles" or "admin" smuggling.
+                names = ", ".join(repr(name[:32]) for name in unknown[:5])
+                allowed = ", ".join(sorted(fields)) or "nothing"
+                raise InvalidInputError(f"Unknown fields {names}; this step takes {allowed}.")
             return await step(subject, body)
 
         try:
@@ -149,7 +160,7 @@ class AuthRoutes:
             subject.reason = f"logged in by {grant.session.method} for {channel.value}"
             return self._grant_document(grant)
 
-        return await self._step(call, Action.LOGIN, step)
+        return await self._step(call, Action.LOGIN, step, frozenset({"username", "password", "channel"}))
 
     async def reauth(self, call: HttpCall) -> HttpAnswer:
         async def step(subject: Any, body: dict[str, Any]) -> Any:
@@ -160,7 +171,7 @@ class AuthRoutes:
             subject.reason = "re-authenticated"
             return self._grant_document(grant)
 
-        return await self._step(call, Action.REAUTH, step)
+        return await self._step(call, Action.REAUTH, step, frozenset({"password"}))
 
     # -- second factor -----------------------------------------------------------------------------
 
@@ -178,7 +189,9 @@ class AuthRoutes:
             subject.reason = f"second factor {method} passed"
             return self._grant_document(grant)
 
-        return await self._step(call, Action.MFA, step)
+        return await self._step(
+            call, Action.MFA, step, frozenset({"challenge_id", "method", "code", "response"})
+        )
 
     async def mfa_sms(self, call: HttpCall) -> HttpAnswer:
         async def step(subject: Any, body: dict[str, Any]) -> Any:
@@ -187,14 +200,14 @@ class AuthRoutes:
             subject.reason = "text-message code sent"
             return {"sent_to": masked}
 
-        return await self._step(call, Action.MFA, step)
+        return await self._step(call, Action.MFA, step, frozenset({"challenge_id"}))
 
     async def mfa_hardware_key(self, call: HttpCall) -> HttpAnswer:
         async def step(subject: Any, body: dict[str, Any]) -> Any:
             subject.principal_id = await self._identity.challenge_owner(body.get("challenge_id"))
             return {"options": await self._identity.hardware_key_options(str(body.get("challenge_id", "")))}
 
-        return await self._step(call, Action.MFA, step)
+        return await self._step(call, Action.MFA, step, frozenset({"challenge_id"}))
 
     async def enroll(self, call: HttpCall) -> HttpAnswer:
         async def step(subject: Any, body: dict[str, Any]) -> Any:
@@ -209,7 +222,7 @@ class AuthRoutes:
             details = {k: v for k, v in enrollment.details.items() if k != "challenge"}
             return {"factor_id": enrollment.factor_id, "method": enrollment.kind.value, **details}
 
-        return await self._step(call, Action.ENROLL, step)
+        return await self._step(call, Action.ENROLL, step, frozenset({"challenge_id", "method", "phone"}))
 
     async def activate(self, call: HttpCall) -> HttpAnswer:
         async def step(subject: Any, body: dict[str, Any]) -> Any:
@@ -220,7 +233,7 @@ class AuthRoutes:
             subject.reason = "second factor enrolled"
             return self._grant_document(grant, {"recovery_codes": codes})
 
-        return await self._step(call, Action.ENROLL, step)
+        return await self._step(call, Action.ENROLL, step, frozenset({"challenge_id", "code", "response"}))
 
     # -- sessions ----------------------------------------------------------------------------------
 
@@ -244,7 +257,7 @@ class AuthRoutes:
                 "expires_at": access.expires_at.isoformat(),
             }
 
-        return await self._step(call, Action.TOKEN, step)
+        return await self._step(call, Action.TOKEN, step, frozenset({"channel"}))
 
     async def logout(self, call: HttpCall) -> HttpAnswer:
         async def step(subject: Any, body: dict[str, Any]) -> Any:

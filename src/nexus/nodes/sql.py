@@ -64,7 +64,7 @@ def engine_for(url: URL) -> AsyncEngine:
     if engine is None:
         for stale in [k for k in _engines if k[0].is_closed()]:
             del _engines[stale]
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, hide_parameters=True)
     _engines[key] = engine  # most recently used last
     while len(_engines) > _MAX_ENGINES:
         oldest_key = next(iter(_engines))

@@ -5,6 +5,7 @@ Owns every SQLAlchemy engine option the state store relies on; imports no channe
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -19,6 +20,26 @@ from nexus.backends.sqlite_appender import SQLITE_PRAGMAS
 from nexus.errors import ConfigurationError, DependencyUnavailableError
 
 DEFAULT_STATE_URL: Final = "sqlite:///./nexus.db"
+
+
+class _NoStatementRecords(logging.Filter):
+    """aiosqlite logs each call with its bound values at DEBUG; those values include secrets
+    (TOTP seeds, hashes), so its records never reach a handler, whatever the level is set to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+class _NoRowRecords(logging.Filter):
+    """SQLAlchemy logs every fetched row at DEBUG; rows of the identity tables hold password hashes
+    and TOTP seeds. Statements (with parameters hidden) still log; rows never do."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith("Row "))
+
+
+logging.getLogger("aiosqlite").addFilter(_NoStatementRecords())
+logging.getLogger("sqlalchemy.engine.Engine").addFilter(_NoRowRecords())
 
 # Connection loss, refused connects and timeouts (TimeoutError is an OSError) all mean "unavailable".
 STORE_ERRORS: Final = (SQLAlchemyError, OSError)
@@ -66,13 +87,13 @@ def is_memory_sqlite(url: URL) -> bool:
 def create_state_engine(url: URL) -> AsyncEngine:
     """Create the engine for a normalized URL; SQLite gets WAL, synchronous=FULL and a busy timeout."""
     if url.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True)
+        return create_async_engine(url, pool_pre_ping=True, hide_parameters=True)
     options: dict[str, Any] = {}
     if is_memory_sqlite(url):
         # One connection is the whole database. A one-slot queue pool makes concurrent users wait for
         # it; StaticPool would hand the same connection to two transactions at once.
         options = {"poolclass": AsyncAdaptedQueuePool, "pool_size": 1, "max_overflow": 0}
-    engine = create_async_engine(url, **options)
+    engine = create_async_engine(url, hide_parameters=True, **options)
     event.listen(engine.sync_engine, "connect", configure_sqlite_connection)
     event.listen(engine.sync_engine, "begin", begin_sqlite_transaction)
     return engine
