@@ -19,7 +19,7 @@ from nexus.app import Nexus
 from nexus.channels.cli.problem import Failure, failure_from_error
 from nexus.core.identity import IssuedKey
 from nexus.core.types import ApiKey
-from nexus.errors import InternalError, InvalidInputError, NexusError
+from nexus.errors import ConfigurationError, InternalError, InvalidInputError, NexusError
 
 _USAGE = InvalidInputError.exit_code
 
@@ -48,6 +48,17 @@ def list_keys(app_spec: str | None, state_url: str | None) -> list[ApiKey]:
 
 def revoke_key(app_spec: str | None, state_url: str | None, key_id: str) -> bool:
     return asyncio.run(admin_app(app_spec, state_url).revoke_api_key(key_id))
+
+
+def rotate_signing_key(app_spec: str | None, state_url: str | None, algorithm: str) -> str:
+    app = admin_app(app_spec, state_url)
+    if not app.options.enable_auth:
+        # A bare --state-url app: signing keys belong to auth, which that app has off.
+        app = Nexus(state_url=app.options.state_url, enable_auth=True)
+    try:
+        return asyncio.run(app.rotate_signing_key(algorithm=algorithm))
+    except ConfigurationError as error:  # an algorithm Nexus does not sign with
+        raise Failure(error.title, error.message, _USAGE) from None
 
 
 def load_app(spec: str) -> Nexus:

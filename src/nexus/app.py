@@ -331,6 +331,12 @@ class Nexus:
         async with self._admin() as admin:
             return await admin.require_identity().revoke_sessions(username)
 
+    async def rotate_signing_key(self, *, algorithm: str = "EdDSA") -> str:
+        """Sign tokens with a new key from now on (its `kid` is returned); tokens signed with the
+        old keys stay valid until they expire. Serving nodes pick the new key up within 30 s."""
+        async with self._admin() as admin:
+            return await admin.rotate_signing_key(algorithm)
+
     async def audit_log(
         self, *, workflow: str | None = None, principal_id: str | None = None, limit: int = 100
     ) -> list[AuditRecord]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from nexus.backends.auth.signing import SigningKeys
 from nexus.backends.prometheus import PrometheusMeter
 from nexus.backends.sql import SqlState, open_state
 from nexus.channels import codec
@@ -21,7 +22,7 @@ from nexus.channels.http import CLI_PREFIX, HttpOptions, build_http_app
 from nexus.channels.mcp import McpChannel
 from nexus.core.audit import Auditor
 from nexus.core.auth.authenticator import CredentialAuthenticator, StepUp
-from nexus.core.auth.model import FactorKind
+from nexus.core.auth.model import FactorKind, SigningKey
 from nexus.core.auth.policy import MfaPolicy, SessionPolicy, ThrottlePolicy
 from nexus.core.auth.ports import EphemeralStore, SessionStore
 from nexus.core.auth.service import IdentityParts, IdentityService
@@ -45,6 +46,7 @@ from nexus.settings import Options, Settings
 from nexus.workflow import AsyncLocalRuntime
 
 VERSION = "0.1.0"
+KEY_REFRESH_S = 30.0
 
 
 @dataclass(eq=False)
@@ -53,7 +55,7 @@ class IdentityRuntime:
 
     service: IdentityService
     closers: tuple[Callable[[], Awaitable[None]], ...]
-    jwks: Callable[[], dict[str, Any]]
+    keys: SigningKeys
     api_keys_enabled: bool
 
 
@@ -73,10 +75,13 @@ class Assembly:
 
     @contextlib.asynccontextmanager
     async def channels_running(self) -> AsyncIterator[None]:
-        if self.mcp is None:
-            yield
-            return
-        async with self.mcp.running():
+        async with contextlib.AsyncExitStack() as running:
+            if self.mcp is not None:
+                await running.enter_async_context(self.mcp.running())
+            if self.identity is not None:
+                # Keys rotated by another process or node are picked up within this interval.
+                refresher = asyncio.create_task(self.identity.keys.keep_fresh(KEY_REFRESH_S))
+                running.callback(refresher.cancel)
             yield
 
     async def is_ready(self) -> bool:
@@ -115,6 +120,12 @@ class Assembly:
     def forget_keys(self, key_id: str | None = None) -> None:
         if isinstance(self.authenticator, ApiKeyAuthenticator | CredentialAuthenticator):
             self.authenticator.forget(key_id)
+
+    async def rotate_signing_key(self, algorithm: str) -> str:
+        if self.identity is None:
+            raise ConfigurationError("Token signing keys need enable_auth=True.")
+        rotated: SigningKey = await self.identity.keys.rotate(algorithm)
+        return rotated.kid
 
     def require_identity(self) -> IdentityService:
         if self.identity is None:
@@ -155,7 +166,6 @@ async def _open_identity(
 ) -> IdentityRuntime:
     """Sessions, second factors, SSO and token keys, from `app.auth` (and Redis when configured)."""
     from nexus.backends.auth.passwords import Argon2Hasher
-    from nexus.backends.auth.tokens import JwtCodec, generate_signing_key, public_jwks
     from nexus.backends.auth.totp import TotpVerifier
     from nexus.backends.counters import open_counter_store
     from nexus.backends.ephemeral import MemoryEphemeralStore
@@ -210,11 +220,14 @@ async def _open_identity(
             if mfa_config is not None and mfa_config.sms_sender is not None
             else MessageSink()
         )
-    keys = list(await state.signing_keys.list())
-    if not any(key.retired_at is None for key in keys):
-        await state.signing_keys.add(generate_signing_key(now=clock.now()))
-        keys = list(await state.signing_keys.list())
-    codec = JwtCodec(keys, clock=clock, leeway=timedelta(seconds=auth.token_leeway_seconds))
+    keys = SigningKeys(
+        state.signing_keys,
+        clock,
+        key_file=auth.signing_key_file,
+        verify_retired_for=timedelta(seconds=auth.access_token_duration),
+        leeway=timedelta(seconds=auth.token_leeway_seconds),
+    )
+    codec = await keys.open()
     identity_parts = IdentityParts(
         users=state.users,
         factors=state.factors,
@@ -249,7 +262,7 @@ async def _open_identity(
     return IdentityRuntime(
         service=service,
         closers=tuple(reversed(closers)),
-        jwks=lambda: public_jwks(keys),
+        keys=keys,
         api_keys_enabled=provider is None or provider.enable_api_keys,
     )
 
@@ -293,7 +306,9 @@ async def _build_serving_parts(
     if identity is not None:
         hosts = frozenset(settings.auth.sso_return_hosts)
         for channel, prefix in ((Channel.API, ""), (Channel.CLI, CLI_PREFIX)):
-            routes = AuthRoutes(pipeline, identity.service, channel, jwks=identity.jwks, return_hosts=hosts)
+            routes = AuthRoutes(
+                pipeline, identity.service, channel, jwks=identity.keys.jwks, return_hosts=hosts
+            )
             extra += routes.routes(prefix)
     api_app = build_http_app(pipeline, http_options, extra_routes=extra)
     mcp = McpChannel(

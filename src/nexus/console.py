@@ -119,6 +119,22 @@ def list_keys(
         _show(as_json, {"keys": rows} if as_json else rows, "render_keys")
 
 
+@keys_app.command("rotate-signing")
+def rotate_signing_key(
+    algorithm: Annotated[
+        str, typer.Option("--algorithm", metavar="ALG", help="EdDSA (Ed25519) or ES256 (P-256).")
+    ] = "EdDSA",
+    app_spec: AppOption = None,
+    state_url: StateUrlOption = None,
+) -> None:
+    """Sign login tokens with a new key; tokens signed before stay valid until they expire."""
+    with reporting():
+        from nexus import admin
+
+        kid = admin.rotate_signing_key(app_spec, state_url, algorithm)
+        typer.echo(f"Tokens are now signed with key {kid}; serving nodes pick it up within 30 s.")
+
+
 @keys_app.command("revoke")
 def revoke_key(
     key_id: Annotated[str, typer.Argument(metavar="KEY_ID", help="The key id shown by `nexus keys list`.")],

@@ -67,6 +67,9 @@ class AuthSettings(Section):
     """Seconds a channel access token lives (never past its session)."""
     token_issuer: str = "nexus"  # noqa: S105  # a name, not a secret
     """The `iss` of the tokens this app signs and accepts."""
+    signing_key_file: str | None = None
+    """A PEM Ed25519 or P-256 private key to sign tokens with; without it a key is generated on
+    first start and kept in the state store (rotate with `nexus keys rotate-signing`)."""
     token_leeway_seconds: float = 5.0
     """Clock skew forgiven between nodes when checking a token's `exp` and `nbf`."""
     session_cache_seconds: float = 5.0
