@@ -43,8 +43,8 @@ def test_sections_come_in_a_fixed_order_named_as_the_app_exposes_them() -> None:
         (
             "auth",
             "provider, mfa, session_duration, cross_channel_sso, require_reauth_for, reauth_max_age, "
-            "access_token_duration, token_issuer, token_leeway_seconds, session_cache_seconds, "
-            "api_key_cache_seconds, "
+            "access_token_duration, token_issuer, signing_key_file, token_leeway_seconds, "
+            "session_cache_seconds, api_key_cache_seconds, "
             "login_failures_per_account, login_failures_per_address, password_time_cost, "
             "password_memory_kib, sso_return_hosts",
         ),
