@@ -21,6 +21,7 @@ from nexus.errors import AuthenticationError, ForbiddenError
 SESSION_PREFIX = "nxs"
 SESSION_ENDED = "The session has ended or is unknown; log in again."
 _CACHE_LIMIT = 10_000
+_MAX_VERIFIED = 4_096
 
 
 def hash_token_secret(secret: str) -> str:
@@ -57,6 +58,10 @@ class SessionKeeper:
         self._mfa = mfa
         self._policy = policy
         self._cache: dict[str, tuple[Session, float]] = {}
+        # Tokens whose signature, issuer, audience and times were checked: (token, channel) ->
+        # (session id, subject, exp). A repeat call skips the signature check until `exp`; the
+        # session is still checked on every call, so a logout ends the token as before.
+        self._verified: dict[tuple[str, Channel], tuple[str, str, float]] = {}
 
     async def open(self, user: User, method: str, channel: Channel, *, mfa: bool) -> Grant:
         """Start a session for `user` (its second factor passed or not) and a token for `channel`."""
@@ -168,9 +173,9 @@ class SessionKeeper:
         """The principal a channel token stands for, checked against its live session."""
         if token.startswith(f"{SESSION_PREFIX}_"):
             raise AuthenticationError("Exchange the session token for a channel token at /auth/token first.")
-        claims = self._tokens.decode(token, audience=channel.value, issuer=self._policy.issuer)
-        session = await self._cached(str(claims.get("sid", "")))
-        if session is None or session.user_id != claims.get("sub"):
+        session_id, subject = self._verify(token, channel)
+        session = await self._cached(session_id)
+        if session is None or session.user_id != subject:
             raise AuthenticationError(SESSION_ENDED)
         if self._mfa.due(session.roles, channel) and channel not in session.mfa_channels:
             raise AuthenticationError("This session has not passed the second factor this channel needs.")
@@ -182,6 +187,19 @@ class SessionKeeper:
             session_id=session.session_id,
             auth_time=session.auth_time,
         )
+
+    def _verify(self, token: str, channel: Channel) -> tuple[str, str]:
+        """(session id, subject) of a valid token for `channel`; `AuthenticationError` otherwise."""
+        key = (token, channel)
+        hit = self._verified.get(key)
+        if hit is not None and self._clock.now().timestamp() < hit[2]:
+            return hit[0], hit[1]
+        claims = self._tokens.decode(token, audience=channel.value, issuer=self._policy.issuer)
+        session_id, subject = str(claims.get("sid", "")), str(claims.get("sub", ""))
+        if len(self._verified) >= _MAX_VERIFIED:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[key] = (session_id, subject, float(claims["exp"]))
+        return session_id, subject
 
     async def _cached(self, session_id: str) -> Session | None:
         now_m = self._clock.monotonic()
@@ -201,5 +219,6 @@ class SessionKeeper:
         return session if session.is_live(self._clock.now()) else None
 
     def forget(self) -> None:
-        """Drop every cached session, so the next check reads the store."""
+        """Drop every cached session and verified token, so the next check starts over."""
         self._cache.clear()
+        self._verified.clear()
