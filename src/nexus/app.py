@@ -26,6 +26,7 @@ from nexus.settings import (
     MonitoringSettings,
     Options,
     Settings,
+    check_auth_in_use,
     check_options,
 )
 from nexus.workflow import Workflow
@@ -165,6 +166,7 @@ class Nexus:
         check_options(opts)
         for section in self._settings.sections():
             section.validate()  # every section first, so a bad value leaves none of them frozen
+        check_auth_in_use(opts, self._settings.auth)
         sockets: list[socket.socket] = []
         with contextlib.ExitStack() as opened:
             try:
@@ -245,6 +247,7 @@ class Nexus:
             runner.run(self._serve_stdio())
 
     async def _serve_stdio(self) -> None:
+        check_auth_in_use(self.options, self._settings.auth)
         for section in self._settings.sections():
             section.freeze()
         try:

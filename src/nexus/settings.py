@@ -217,6 +217,20 @@ class Options:
     title: str
 
 
+def check_auth_in_use(options: Options, auth: AuthSettings) -> None:
+    """With `enable_auth=False`, an identity setting changed from its default would do nothing:
+    refuse it rather than ignore it."""
+    if options.enable_auth:
+        return
+    defaults = AuthSettings()
+    changed = [f.name for f in fields(auth) if getattr(auth, f.name) != getattr(defaults, f.name)]
+    if changed:
+        raise ConfigurationError(
+            f"app.auth.{changed[0]} is set but enable_auth=False, so nothing would use it: "
+            "pass enable_auth=True to Nexus(...), or leave it unset."
+        )
+
+
 def check_options(options: Options) -> None:
     for name in ("api_port", "mcp_port"):
         port = getattr(options, name)

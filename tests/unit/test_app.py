@@ -264,3 +264,17 @@ def test_redis_url_without_a_rate_limit_is_refused_rather_than_ignored() -> None
 def test_switches_must_be_booleans_not_truthy_strings(name: str) -> None:
     with pytest.raises(ConfigurationError, match=name):
         Nexus(**{name: "no"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("require_reauth_for", ["admin"]), ("session_duration", 3600), ("api_key_cache_seconds", 1.0)],
+)
+def test_an_identity_setting_with_auth_off_is_refused_rather_than_ignored(
+    name: str, value: object, tmp_path: Path
+) -> None:
+    app = Nexus(api_port=0, mcp_port=0, state_url=f"sqlite:///{tmp_path}/off.db")
+    setattr(app.auth, name, value)
+    with pytest.raises(ConfigurationError, match=f"app.auth.{name} is set but enable_auth=False"):
+        app.start_in_thread()
+    assert not app.auth.__dict__.get("_frozen", False)  # nothing left frozen by the refusal
