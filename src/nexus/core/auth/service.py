@@ -13,9 +13,9 @@ import asyncio
 import json
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from nexus.core.auth.factors import RECOVERY_CODES, Enrollment, SecondFactors
 from nexus.core.auth.model import ExternalIdentity, Session, User
@@ -57,6 +57,8 @@ _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 _MIN_PASSWORD = 8
 _MAX_PASSWORD = 1024
 _WRONG_LOGIN = "The username or password is wrong."
+_HASHING_AT_ONCE = 2
+T = TypeVar("T")
 
 
 def check_username(username: object) -> str:
@@ -85,6 +87,14 @@ class IdentityService:
         self.policy = sessions
         self._sessions = SessionKeeper(parts.sessions, parts.tokens, clock, mfa=mfa, policy=sessions)
         self._factors = SecondFactors(parts, self._sessions, clock, mfa=mfa, issuer=sessions.issuer)
+        # Password hashing is CPU and memory heavy (19 MiB each): a burst of logins queues here
+        # instead of taking every core and every worker thread from the rest of the server.
+        self._hash_slots = asyncio.Semaphore(_HASHING_AT_ONCE)
+
+    async def _hashing(self, work: Callable[..., T], *args: str) -> T:
+        """Run one password-hashing call in a worker thread, at most `_HASHING_AT_ONCE` at a time."""
+        async with self._hash_slots:
+            return await asyncio.to_thread(work, *args)
 
     @property
     def sso_protocols(self) -> tuple[str, ...]:
@@ -105,7 +115,7 @@ class IdentityService:
         check_password(password)
         if await self._p.users.find(username) is not None:
             raise ConfigurationError(f"A user named {username!r} already exists.")
-        encoded = await asyncio.to_thread(self._p.hasher.hash, password)
+        encoded = await self._hashing(self._p.hasher.hash, password)
         user = User(
             user_id=f"local:{secrets.token_hex(8)}",
             username=username,
@@ -126,7 +136,7 @@ class IdentityService:
             raise ConfigurationError(
                 f"{username!r} signs in through {user.source}; it has no local password."
             )
-        encoded = await asyncio.to_thread(self._p.hasher.hash, password)
+        encoded = await self._hashing(self._p.hasher.hash, password)
         await self._p.users.update(replace(user, password_hash=encoded))
         await self.revoke_sessions(username)
 
@@ -200,11 +210,11 @@ class IdentityService:
         user = await self._p.users.find(username) if _USERNAME.fullmatch(username) else None
         if user is not None and user.source == "local":
             encoded = user.password_hash or ""
-            ok = await asyncio.to_thread(self._p.hasher.verify, encoded, password)
+            ok = await self._hashing(self._p.hasher.verify, encoded, password)
             if not ok or user.disabled:
                 return None
-            if await asyncio.to_thread(self._p.hasher.needs_rehash, encoded):
-                rehashed = await asyncio.to_thread(self._p.hasher.hash, password)
+            if await self._hashing(self._p.hasher.needs_rehash, encoded):
+                rehashed = await self._hashing(self._p.hasher.hash, password)
                 await self._p.users.update(replace(user, password_hash=rehashed))
             return user
         directory = self._p.directory
@@ -215,7 +225,7 @@ class IdentityService:
             linked = await self.link_external(identity)
             return None if linked.disabled else linked
         # No account to check against: spend the time a real check would, so timing says nothing.
-        await asyncio.to_thread(self._p.hasher.verify_against_nothing, password)
+        await self._hashing(self._p.hasher.verify_against_nothing, password)
         return None
 
     async def link_external(self, identity: ExternalIdentity) -> User:

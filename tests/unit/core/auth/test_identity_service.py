@@ -7,9 +7,11 @@ Real adapters on memory stores; time moves only through the fake clock.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import secrets
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -25,6 +27,7 @@ from tests.unit.core.auth.rig import (
     mfa_everywhere,
 )
 
+from nexus.backends.auth.passwords import Argon2Hasher
 from nexus.core.auth.model import ExternalIdentity, FactorKind
 from nexus.core.auth.policy import MfaPolicy, SessionPolicy
 from nexus.core.auth.service import SESSION_PREFIX
@@ -575,3 +578,35 @@ async def test_complete_sso_with_mfa_due_carries_return_to_in_the_challenge(buil
 async def test_an_unconfigured_sso_protocol_is_invalid_input(rig: IdentityRig) -> None:
     with pytest.raises(InvalidInputError, match="not configured"):
         await rig.service.begin_sso("saml", Channel.API, "/")
+
+
+class _CountingHasher(Argon2Hasher):
+    """The real hasher, noting how many of its calls run at the same moment."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=3, memory_kib=4096)
+        self._lock = threading.Lock()
+        self.running = 0
+        self.most = 0
+
+    def verify(self, encoded: str, password: str) -> bool:
+        with self._lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            return super().verify(encoded, password)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+
+async def test_a_burst_of_logins_hashes_at_most_two_passwords_at_once(rig: IdentityRig) -> None:
+    await rig.add_user()
+    hasher = _CountingHasher()
+    service = rig.service_with(hasher=hasher)
+    results = await asyncio.gather(
+        *(service.login("alice", PASSWORD, Channel.API, f"10.0.0.{n}") for n in range(8)),
+        return_exceptions=True,
+    )
+    assert all(not isinstance(r, BaseException) for r in results), results
+    assert hasher.most == 2
