@@ -74,6 +74,12 @@ class PythonCodeNode(Node):
         self._inline = pure or inspect.iscoroutinefunction(function)
 
     @property
+    def runs_inline(self) -> bool:
+        # A code string runs with exec; a pure sync function is called directly. Neither awaits.
+        target = self._target
+        return isinstance(target, CodeType) or (self._inline and not inspect.iscoroutinefunction(target))
+
+    @property
     def code(self) -> CodeType | None:
         """The compiled code object, built once at `build()` and reused by every run."""
         return self._target if isinstance(self._target, CodeType) else None

@@ -117,6 +117,12 @@ class Node:
         """The parameters of this node instance (some nodes derive them from their config)."""
         return self.parameters
 
+    @property
+    def runs_inline(self) -> bool:
+        """`invoke` never suspends: it runs start to finish in the caller's task, so no timer is
+        armed for it and its timeout is checked when it returns (it could not be interrupted)."""
+        return False
+
     def output_names(self) -> tuple[str, ...]:
         """The declared outputs of this node instance; empty means undeclared (anything goes)."""
         return self.outputs

@@ -198,6 +198,8 @@ class _Run:
     async def one_node(self, node_id: str) -> dict[str, Any]:
         node = self.workflow.nodes[node_id]
         timeout_s = node.timeout_s or self.default_timeout_s
+        if node.runs_inline:
+            return await self._inline_node(node, timeout_s)
         deadline = asyncio.timeout(timeout_s)
         try:
             async with deadline:
@@ -218,6 +220,24 @@ class _Run:
             # overstayed still fails, so no answer ever arrives past its node's deadline.
             raise NodeTimeoutError(
                 f"node '{node_id}' timed out after {timeout_s:g} s", node_id=node_id, timeout_s=timeout_s
+            )
+        return _checked_outputs(node, outputs)
+
+    async def _inline_node(self, node: Node, timeout_s: float) -> dict[str, Any]:
+        """A node that never suspends: no timer to arm, only the deadline to check when it returns."""
+        clock = asyncio.get_running_loop().time
+        started = clock()
+        try:
+            outputs = await node.invoke(self.inputs_for(node), self.context)
+        except NexusError:
+            raise
+        except Exception as exc:
+            raise _failure(node.node_id, exc) from exc
+        if clock() - started > timeout_s:
+            raise NodeTimeoutError(
+                f"node '{node.node_id}' timed out after {timeout_s:g} s",
+                node_id=node.node_id,
+                timeout_s=timeout_s,
             )
         return _checked_outputs(node, outputs)
 

@@ -85,6 +85,9 @@ class SqliteAppender:
         self._entering = 0
         self._entered: asyncio.Event | None = None
         self._closed = False
+        # Lines handed over in one pass of the event loop go to the appender in one write.
+        self._outgoing: list[bytes] = []
+        self._outgoing_to: asyncio.subprocess.Process | None = None
         self.records_committed = 0
         self.batches_committed = 0
         self.batches_failed = 0
@@ -97,16 +100,28 @@ class SqliteAppender:
             process = self._process
             if process is None or not self._is_running(process):
                 process = await self._start()
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            done: asyncio.Future[None] = loop.create_future()
             self._waiting.append(done)
             if process.stdin is None:
                 raise RuntimeError("the audit appender has no input pipe")
-            process.stdin.write(line)
+            if self._outgoing_to is not process:
+                self._send_outgoing()
+                self._outgoing_to = process
+                loop.call_soon(self._send_outgoing)
+            self._outgoing.append(line)
         finally:
             self._entering -= 1
             if self._entering == 0 and self._entered is not None:
                 self._entered.set()
         await done
+
+    def _send_outgoing(self) -> None:
+        """Write the lines gathered since the last write, in one system call, to their appender."""
+        process, lines = self._outgoing_to, self._outgoing
+        self._outgoing_to, self._outgoing = None, []
+        if process is not None and lines and process.stdin is not None and process.returncode is None:
+            process.stdin.write(b"".join(lines))
 
     async def close(self) -> None:
         """Let every commit already under way hand its row over, then let the appender commit what it
@@ -114,6 +129,7 @@ class SqliteAppender:
         while self._entering:
             self._entered = asyncio.Event()
             await self._entered.wait()
+        self._send_outgoing()
         self._closed = True
         process, reader = self._process, self._reader
         if process is None or process.stdin is None:
