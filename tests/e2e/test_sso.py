@@ -9,6 +9,8 @@ the CLI's comes back to its loopback `return_to` as a one-time code, exchanged a
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import html
 import re
 from collections.abc import AsyncIterator, Callable
@@ -49,10 +51,15 @@ async def sso_app(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         await asyncio.to_thread(server.stop)
 
 
+VERIFIER = "a-code-verifier-only-the-cli-process-knows-0123456789"
+CHALLENGE = base64.urlsafe_b64encode(hashlib.sha256(VERIFIER.encode()).digest()).rstrip(b"=").decode()
+
+
 async def _start_url(http: httpx2.AsyncClient, server: RunningNexus, protocol: str, channel: Channel) -> str:
     query: dict[str, str] = {"channel": channel.value}
     if channel is Channel.CLI:
         query["return_to"] = LOOPBACK_RETURN
+        query["code_challenge"] = CHALLENGE
     start = await http.get(f"{server.api_url}/auth/sso/{protocol}/start?{urlencode(query)}")
     assert start.status_code == 302, start.text
     return start.headers["location"]
@@ -70,11 +77,12 @@ async def _finish(
     location = callback.headers["location"]
     assert location.startswith(LOOPBACK_RETURN + "?code=")
     code = dict(parse_qsl(urlsplit(location).query))["code"]
-    exchanged = await http.post(f"{server.api_url}/cli/v1/auth/sso/exchange", json={"code": code})
+    exchange = f"{server.api_url}/cli/v1/auth/sso/exchange"
+    exchanged = await http.post(exchange, json={"code": code, "code_verifier": VERIFIER})
     assert exchanged.status_code == 200, exchanged.text
-    again = await http.post(f"{server.api_url}/cli/v1/auth/sso/exchange", json={"code": code})
+    again = await http.post(exchange, json={"code": code, "code_verifier": VERIFIER})
     assert again.status_code == 401  # the code is single-use
-    grant = exchanged.json()
+    grant: dict[str, Any] = exchanged.json()
     return grant
 
 
@@ -250,3 +258,29 @@ async def test_nexus_login_sso_signs_on_through_the_browser_and_its_loopback_lis
     assert sorted(who["roles"]) == ["admin", "developer"]
     _, ran = await cli("run", "add", "-p", "a=2", "-p", "b=3", "--json")
     assert ran["outputs"] == {"add": {"result": 5}}
+
+
+async def test_a_sign_on_code_is_worthless_without_the_verifier_of_the_program_that_asked(
+    sso_app: Callable[..., Any], oidc_provider: OidcProvider
+) -> None:
+    provider = EnterpriseAuthProvider(
+        sso_endpoint=oidc_provider.issuer(),
+        oidc_client_id="nexus-app",
+        oidc_client_secret=CLIENT_SECRET,
+    )
+    server = await sso_app(oidc_provider.app_port, provider)
+    async with httpx2.AsyncClient(timeout=10) as http:
+        query = urlencode({"channel": "cli", "return_to": LOOPBACK_RETURN})
+        no_challenge = await http.get(f"{server.api_url}/auth/sso/oidc/start?{query}")
+        assert no_challenge.status_code == 422  # a loopback return_to must come with a challenge
+        authorize = await _start_url(http, server, "oidc", Channel.CLI)
+        idp = await http.get(f"{authorize}&{urlencode({'login_hint': 'alice'})}")
+        callback = await http.get(idp.headers["location"])
+        code = dict(parse_qsl(urlsplit(callback.headers["location"]).query))["code"]
+        exchange = f"{server.api_url}/cli/v1/auth/sso/exchange"
+        stolen = await http.post(exchange, json={"code": code, "code_verifier": "x" * 43})
+        assert stolen.status_code == 401
+        assert "started this sign-on" in stolen.json()["detail"]
+        late = await http.post(exchange, json={"code": code, "code_verifier": VERIFIER})
+        assert late.status_code == 401  # a failed try spends the code
+    assert stolen.headers["cache-control"] == "no-store"

@@ -7,8 +7,14 @@ that is due answers 401 problem+json with code `mfa_required` and a `challenge_i
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -20,6 +26,12 @@ from nexus.core.types import Action, Channel, Invocation
 from nexus.errors import AuthenticationError, InvalidInputError, NexusError
 
 _SSO_CODE_TTL_S = 120
+_MAX_RETURN_TO = 2048
+_UNSAFE_IN_URL = re.compile(r"[\\\x00-\x20\x7f]")
+_RETURN_TO_RULE = "return_to must be a path on this server or a loopback address."
+_CODE_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
+# Answers of the login conversation carry tokens: no cache may keep them (RFC 6749 5.1).
+_PRIVATE = (("cache-control", "no-store"), ("pragma", "no-cache"))
 _BODY_LIMIT = 65_536
 
 
@@ -104,8 +116,8 @@ class AuthRoutes:
         try:
             document = await self._pipeline.account(invocation, run)
         except NexusError as error:
-            return problem(error, call.request_id, call.path)
-        return ok(document, call.request_id)
+            return private(problem(error, call.request_id, call.path))
+        return private(ok(document, call.request_id))
 
     def _bearer(self, call: HttpCall) -> str:
         credential = call.credential
@@ -286,15 +298,28 @@ class AuthRoutes:
     # -- single sign-on ----------------------------------------------------------------------------
 
     def _return_to(self, given: str | None) -> str:
-        """Only this server's own paths or loopback addresses (the CLI's listener): no open redirect."""
+        """Only this server's own paths or loopback addresses (the CLI's listener): no open redirect.
+
+        Browsers read a backslash as a slash and drop tabs and newlines, so any of those, any other
+        control or non-ASCII character, userinfo, or a second slash or backslash after the first
+        is refused rather than interpreted.
+        """
         if not given:
             return ""
+        if len(given) > _MAX_RETURN_TO or not given.isascii() or _UNSAFE_IN_URL.search(given):
+            raise InvalidInputError(_RETURN_TO_RULE)
+        if given.startswith("/"):
+            if given[1:2] in ("/", "\\"):
+                raise InvalidInputError(_RETURN_TO_RULE)
+            return given
         parts = urlsplit(given)
-        if not parts.scheme and not parts.netloc and given.startswith("/") and not given.startswith("//"):
-            return given
-        if parts.scheme in ("http", "https") and parts.hostname in self._return_hosts:
-            return given
-        raise InvalidInputError("return_to must be a path on this server or a loopback address.")
+        if (
+            parts.scheme.lower() not in ("http", "https")
+            or "@" in parts.netloc
+            or parts.hostname not in self._return_hosts
+        ):
+            raise InvalidInputError(_RETURN_TO_RULE)
+        return given
 
     async def sso_start(self, call: HttpCall) -> HttpAnswer:
         query = dict(parse_qsl(call.query))
@@ -306,8 +331,18 @@ class AuthRoutes:
             except ValueError:
                 raise InvalidInputError("channel must be api, cli or mcp.") from None
             return_to = self._return_to(query.get("return_to"))
+            challenge = query.get("code_challenge", "")
+            if challenge and not _CODE_CHALLENGE.fullmatch(challenge):
+                raise InvalidInputError(
+                    "code_challenge must be base64url(SHA-256(code_verifier)), 43 characters."
+                )
+            if return_to and not return_to.startswith("/") and not challenge:
+                # The one-time code travels through the browser to a listener on this machine; only
+                # the program that started the sign-on, holding the verifier, may exchange it.
+                raise InvalidInputError("A loopback return_to needs a code_challenge (S256).")
             subject.reason = f"single sign-on started ({call.params['protocol'][:16]})"
-            return await self._identity.begin_sso(call.params["protocol"], channel, return_to)
+            packed = json.dumps({"to": return_to, "cc": challenge}) if return_to else ""
+            return await self._identity.begin_sso(call.params["protocol"], channel, packed)
 
         try:
             url = await self._pipeline.account(invocation, run)
@@ -340,15 +375,18 @@ class AuthRoutes:
             return return_to
 
         try:
-            return_to = await self._pipeline.account(invocation, run)
+            packed = await self._pipeline.account(invocation, run)
         except NexusError as error:
-            return problem(error, call.request_id, call.path)
+            return private(problem(error, call.request_id, call.path))
+        return_to, challenge = _unpack(packed)
         if not return_to:
             if "problem" in outcome:
-                return HttpAnswer(401, codec.dumps(outcome["problem"]), "application/problem+json")
-            return ok(outcome["grant"], call.request_id)
+                body = codec.dumps(outcome["problem"])
+                return HttpAnswer(401, body, "application/problem+json", _PRIVATE)
+            return private(ok(outcome["grant"], call.request_id))
         # The browser goes back with a one-time code; the tokens never travel in a URL.
         code = secrets.token_urlsafe(24)
+        outcome["challenge"] = challenge
         await self._identity.keep_sso_outcome(code, codec.dumps(outcome).decode(), _SSO_CODE_TTL_S)
         joiner = "&" if urlsplit(return_to).query else "?"
         location = f"{return_to}{joiner}{urlencode({'code': code})}"
@@ -359,10 +397,14 @@ class AuthRoutes:
 
         async def run(subject: Any) -> dict[str, Any]:
             body = codec.loads_object(await call.body(_BODY_LIMIT), what="The body")
+            if set(body) - {"code", "code_verifier"}:
+                raise InvalidInputError('The body must be {"code", "code_verifier"}.')
             kept = await self._identity.take_sso_outcome(str(body.get("code", "")))
             if kept is None:
                 raise AuthenticationError("The sign-on code is unknown, used or expired; sign on again.")
             outcome = codec.loads_object(kept.encode(), what="The sign-on outcome")
+            if not _verifier_matches(outcome.get("challenge") or "", body.get("code_verifier")):
+                raise AuthenticationError("Only the program that started this sign-on may exchange its code.")
             if "problem" in outcome:
                 return {"problem": outcome["problem"]}
             grant: dict[str, Any] = outcome["grant"]
@@ -373,14 +415,13 @@ class AuthRoutes:
         try:
             document = await self._pipeline.account(invocation, run)
         except NexusError as error:
-            return problem(error, call.request_id, call.path)
+            return private(problem(error, call.request_id, call.path))
         if "problem" in document:
             due = document["problem"]
             due["request_id"] = call.request_id
-            return HttpAnswer(
-                401, codec.dumps(due), "application/problem+json", (("x-request-id", call.request_id),)
-            )
-        return ok(document, call.request_id)
+            headers = (("x-request-id", call.request_id), *_PRIVATE)
+            return HttpAnswer(401, codec.dumps(due), "application/problem+json", headers)
+        return private(ok(document, call.request_id))
 
     async def sso_metadata(self, call: HttpCall) -> HttpAnswer:
         xml = self._identity.sso_metadata(call.params["protocol"])
@@ -392,3 +433,26 @@ class AuthRoutes:
 
     async def jwks(self, call: HttpCall) -> HttpAnswer:
         return ok(self._jwks(), call.request_id)
+
+
+def private(answer: HttpAnswer) -> HttpAnswer:
+    """`answer` marked as never to be stored by a cache."""
+    return replace(answer, headers=(*answer.headers, *_PRIVATE))
+
+
+def _unpack(packed: str) -> tuple[str, str]:
+    """(return_to, code_challenge) as `sso_start` packed them into the sign-on state."""
+    if not packed:
+        return "", ""
+    state = json.loads(packed)
+    return str(state.get("to", "")), str(state.get("cc", ""))
+
+
+def _verifier_matches(challenge: str, verifier: object) -> bool:
+    """No challenge was set (an own-path return_to), or `verifier` is the one it was made from."""
+    if not challenge:
+        return True
+    if not isinstance(verifier, str) or not 43 <= len(verifier) <= 128:
+        return False
+    digest = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    return hmac.compare_digest(digest, challenge)

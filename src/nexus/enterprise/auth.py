@@ -73,10 +73,25 @@ class MultiFactorAuth:
         _names(self.bypass_roles, "MultiFactorAuth.bypass_roles")
         if not isinstance(self.session_binding, bool):
             raise ConfigurationError("MultiFactorAuth.session_binding must be True or False.")
+        self._check_method_settings(methods)
+        self._check_limits()
+
+    def _check_method_settings(self, methods: frozenset[str]) -> None:
+        """Settings that belong to one method: refused when that method is not in use."""
         for name in ("rp_id", "origin"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ConfigurationError(f"MultiFactorAuth.{name} must be a non-empty string or None.")
+            if value is not None and "hardware_key" not in methods:
+                raise ConfigurationError(
+                    f"MultiFactorAuth.{name} is for hardware_key, which is not in methods."
+                )
+        if self.sms_sender is not None and not callable(getattr(self.sms_sender, "send", None)):
+            raise ConfigurationError("MultiFactorAuth.sms_sender must have an async send(phone, message).")
+        if self.sms_sender is not None and "sms" not in methods:
+            raise ConfigurationError("MultiFactorAuth.sms_sender is for sms, which is not in methods.")
+
+    def _check_limits(self) -> None:
         if (
             not isinstance(self.max_attempts, int)
             or isinstance(self.max_attempts, bool)
@@ -86,8 +101,6 @@ class MultiFactorAuth:
         seconds = self.challenge_seconds
         if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 30 <= seconds <= 3600:
             raise ConfigurationError("MultiFactorAuth.challenge_seconds must be from 30 to 3600.")
-        if self.sms_sender is not None and not callable(getattr(self.sms_sender, "send", None)):
-            raise ConfigurationError("MultiFactorAuth.sms_sender must have an async send(phone, message).")
 
     def policy(self) -> MfaPolicy:
         return MfaPolicy(
@@ -127,7 +140,7 @@ class EnterpriseAuthProvider:
     enable_api_keys: bool = True
     enable_mfa: bool = False
     sso_protocol: str = "auto"
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict, repr=False)  # bind passwords, client secrets
 
     def __init__(
         self,
@@ -163,10 +176,24 @@ class EnterpriseAuthProvider:
                 f"EnterpriseAuthProvider got unknown arguments {sorted(unknown)}; LDAP, OIDC and SAML "
                 "settings are passed as ldap_<name>, oidc_<name> and saml_<name>."
             )
-        if self.ldap_server is None and self._group("ldap_"):
-            raise ConfigurationError("ldap_* settings were given without ldap_server.")
+        self._check_groups()
         self._ldap_settings()
         self._sso_settings(_PLACEHOLDER_BASE)
+
+    def _check_groups(self) -> None:
+        """Each ldap_/oidc_/saml_ setting must belong to a directory or protocol actually in use."""
+        if self.ldap_server is None and self._group("ldap_"):
+            raise ConfigurationError("ldap_* settings were given without ldap_server.")
+        for prefix in ("oidc_", "saml_"):
+            if self._group(prefix) and self.sso_endpoint is None:
+                raise ConfigurationError(f"{prefix}* settings were given without sso_endpoint.")
+        unused = "oidc_" if self.uses_saml else "saml_"
+        if self.sso_endpoint is not None and self._group(unused):
+            protocol = "SAML" if self.uses_saml else "OIDC"
+            raise ConfigurationError(
+                f"{unused}* settings were given, but sso_endpoint is used over {protocol}; "
+                "set sso_protocol to say which."
+            )
 
     @property
     def uses_saml(self) -> bool:
