@@ -1,8 +1,11 @@
-"""The CLI's login cache: a private file keyed by server URL, rewritten whole, tolerant of damage;
-the client's token renewal from the cached session; the loopback listener of `nexus login --sso`."""
+"""The CLI's login cache: a private file keyed by server URL, rewritten whole, tolerant of damage,
+never kept where others can write; the client's token renewal from the cached session; the loopback
+listener of `nexus login --sso` and the PKCE verifier that binds its code to this process."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import socket
@@ -10,6 +13,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx2
 import pytest
@@ -22,7 +26,7 @@ from nexus.channels.cli.credentials import (
     config_dir,
     normalize_url,
 )
-from nexus.channels.cli.login import LoopbackReceiver
+from nexus.channels.cli.login import Answers, LoopbackReceiver, SecondFactor, sso_login
 from nexus.channels.cli.problem import Failure
 
 URL = "http://127.0.0.1:8000"
@@ -69,14 +73,59 @@ def test_the_file_is_0600_in_a_0700_directory_whatever_the_umask(store: Credenti
     assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
 
 
-def test_an_existing_open_directory_and_file_are_made_private(store: CredentialStore) -> None:
-    store.directory.mkdir(parents=True, mode=0o755)
+@pytest.mark.usefixtures("open_umask")
+def test_missing_parent_directories_are_created_private_too(tmp_path: Path) -> None:
+    store = CredentialStore(tmp_path / "home" / ".config" / "nexus")
+    store.save(URL, login_for())
+    for directory in (tmp_path / "home", tmp_path / "home" / ".config", store.directory):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+
+
+def test_an_existing_directory_keeps_its_mode_and_a_loose_file_is_made_private(
+    store: CredentialStore,
+) -> None:
+    store.directory.mkdir(parents=True)
     store.directory.chmod(0o755)
     store.path.write_text("{}")
     store.path.chmod(0o644)
     store.save(URL, login_for())
-    assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.directory.stat().st_mode) == 0o755
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("mode", [0o1777, 0o777, 0o770, 0o702], ids=["tmp-like", "open", "group", "others"])
+def test_a_directory_others_can_write_is_refused_and_left_as_it_was(tmp_path: Path, mode: int) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    store = CredentialStore(shared)
+    with pytest.raises(Failure) as caught:
+        store.save(URL, login_for())
+    assert caught.value.exit_code == 2
+    assert str(shared) in str(caught.value)
+    assert "NEXUS_CONFIG_DIR" in str(caught.value)
+    assert stat.S_IMODE(shared.stat().st_mode) == mode
+    assert list(shared.iterdir()) == []
+    with pytest.raises(Failure):
+        store.delete(URL)
+
+
+def test_a_login_file_planted_in_a_shared_directory_is_not_used(tmp_path: Path) -> None:
+    private = CredentialStore(tmp_path / "private")
+    private.save(URL, login_for("planted-access"))
+    private.directory.chmod(0o777)
+    assert private.load(URL) is None
+    private.directory.chmod(0o700)
+    assert private.load(URL) is not None
+
+
+def test_a_config_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    taken = tmp_path / "nexus"
+    taken.write_text("not a directory")
+    with pytest.raises(Failure) as caught:
+        CredentialStore(taken).save(URL, login_for())
+    assert "not a directory" in str(caught.value)
+    assert taken.read_text() == "not a directory"
 
 
 def test_a_save_replaces_the_file_whole_and_leaves_no_temporary_file(store: CredentialStore) -> None:
@@ -310,3 +359,53 @@ def test_the_loopback_listener_gives_up_after_its_timeout() -> None:
         receiver.wait()
     assert caught.value.exit_code == 77
     assert "nexus login --sso" in str(caught.value)
+
+
+# -- the code binding of `nexus login --sso` ---------------------------------------------------
+
+
+def s256(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+class SsoServer:
+    """Plays the server's exchange: keeps the challenge of the start URL, and trades the code for a
+    grant only against the verifier it was made from."""
+
+    def __init__(self) -> None:
+        self.challenges: list[str] = []
+        self.verifiers: list[str] = []
+
+    def browse(self, url: str) -> bool:
+        """The browser: after the sign-on, the server sends it back to `return_to` with a code."""
+        query = dict(parse_qsl(urlsplit(url).query))
+        assert query["channel"] == "cli"
+        self.challenges.append(query["code_challenge"])
+        landed = httpx2.get(f"{query['return_to']}&code=code-{len(self.challenges)}", timeout=5)
+        assert landed.status_code == 200
+        return True
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        assert request.url.path == "/cli/v1/auth/sso/exchange"
+        body = json.loads(request.content)
+        assert set(body) == {"code", "code_verifier"}
+        self.verifiers.append(body["code_verifier"])
+        if s256(body["code_verifier"]) != self.challenges[-1]:
+            return FakeServer.refuse("not_authenticated")
+        return httpx2.Response(200, json=grant())
+
+
+def test_sso_login_exchanges_the_code_with_the_verifier_of_the_challenge_it_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = SsoServer()
+    monkeypatch.setattr("webbrowser.open", server.browse)
+    answers, factor = Answers(interactive=False, password_stdin=False), SecondFactor()
+    with CliClient(URL, transport=httpx2.MockTransport(server)) as client:
+        first = sso_login(client, "oidc", open_browser=True, answers=answers, factor=factor, timeout_s=10)
+        sso_login(client, "oidc", open_browser=True, answers=answers, factor=factor, timeout_s=10)
+    assert first["session_token"] == "nxs_s_secret"
+    assert [s256(v) for v in server.verifiers] == server.challenges
+    assert all(len(c) == 43 and "=" not in c for c in server.challenges)
+    assert all(len(v) >= 43 for v in server.verifiers)
+    assert server.verifiers[0] != server.verifiers[1]  # a fresh verifier for every sign-on

@@ -110,12 +110,18 @@ class CliClient:
         body = {"challenge_id": challenge_id, "code": code}
         return self._call("POST", "/auth/mfa/activate", body, bearer="")
 
-    def exchange_sso_code(self, code: str) -> dict[str, Any]:
-        return self._call("POST", "/auth/sso/exchange", {"code": code}, bearer="")
+    def exchange_sso_code(self, code: str, code_verifier: str) -> dict[str, Any]:
+        """The grant for the one-time code of a sign-on this program started with the verifier's challenge."""
+        body = {"code": code, "code_verifier": code_verifier}
+        return self._call("POST", "/auth/sso/exchange", body, bearer="")
 
-    def sso_start_url(self, protocol: str, return_to: str) -> str:
-        """Where the browser starts a single sign-on that comes back to `return_to`."""
-        query = urlencode({"channel": "cli", "return_to": return_to})
+    def sso_start_url(self, protocol: str, return_to: str, code_challenge: str) -> str:
+        """Where the browser starts a single sign-on that comes back to `return_to`.
+
+        `code_challenge` is base64url(SHA-256(verifier)): only the holder of the verifier can then
+        exchange the code the browser brings back.
+        """
+        query = urlencode({"channel": "cli", "return_to": return_to, "code_challenge": code_challenge})
         return f"{self.url}/auth/sso/{quote(protocol, safe='')}/start?{query}"
 
     def channel_token(self, session_token: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The `nexus` command's login cache: one private JSON file of sessions, keyed by server URL.
 
-`credentials.json` lives in the user's config directory (0700) with mode 0600 and is only ever
-replaced whole (temp file + `os.replace`). `CachedLogin` hands out a cached access token and renews
+`credentials.json` has mode 0600 and is only ever replaced whole (temp file + `os.replace`). A config
+directory the CLI creates is 0700; an existing one is never re-moded, and one others can write is
+refused (they could plant or swap the file). `CachedLogin` hands out a cached access token and renews
 it from the session. Imports the standard library and the CLI's light modules only.
 """
 
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from nexus.channels.cli.problem import Failure
-from nexus.errors import AuthenticationError, InternalError
+from nexus.errors import AuthenticationError, InternalError, InvalidInputError
 
 if TYPE_CHECKING:
     from nexus.channels.cli.client import CliClient
@@ -36,6 +37,7 @@ _LOCK_NAME = ".credentials.lock"
 _VERSION = 1
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 RENEW_MARGIN_S = 30.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -170,7 +172,8 @@ class CredentialStore:
         return cls(config_dir())
 
     def load(self, url: str) -> Credentials | None:
-        """The login cached for `url`; None when there is none or the file is unreadable."""
+        """The login cached for `url`; None when there is none, or the file is unreadable or in a
+        directory others can write."""
         return Credentials.from_json(self._read().get(normalize_url(url)))
 
     def save(self, url: str, credentials: Credentials) -> None:
@@ -191,7 +194,9 @@ class CredentialStore:
     def _read(self) -> dict[str, Any]:
         """Every cached server; an unreadable or malformed file counts as empty (a save replaces it)."""
         try:
-            with self.path.open("rb") as file:
+            if _refusal(self.directory) is not None:
+                return {}  # others could have planted it
+            with os.fdopen(os.open(self.path, os.O_RDONLY | _NOFOLLOW), "rb") as file:
                 if stat.S_IMODE(os.fstat(file.fileno()).st_mode) & 0o077:
                     os.fchmod(file.fileno(), _FILE_MODE)
                 document = json.loads(file.read())
@@ -203,7 +208,7 @@ class CredentialStore:
     def _write(self, servers: Mapping[str, Any]) -> None:
         document = json.dumps({"version": _VERSION, "servers": servers}, indent=2).encode()
         temp = self.directory / f".{FILE_NAME}.{secrets.token_hex(6)}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
         descriptor = os.open(temp, flags, _FILE_MODE)
         try:
             with os.fdopen(descriptor, "wb") as file:
@@ -216,22 +221,55 @@ class CredentialStore:
                 temp.unlink()
             raise
 
-    def _ensure_directory(self) -> None:
-        self.directory.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
-        if stat.S_IMODE(self.directory.stat().st_mode) != _DIR_MODE:
-            self.directory.chmod(_DIR_MODE)
-
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Serialize read-modify-write across `nexus` processes (a login beside a token renewal)."""
-        self._ensure_directory()
-        descriptor = os.open(self.directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT, _FILE_MODE)
         try:
-            if fcntl is not None:
-                fcntl.flock(descriptor, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(descriptor)
+            if not _create_private(self.directory):
+                refusal = _refusal(self.directory)
+                if refusal is not None:
+                    raise refusal
+            descriptor = os.open(self.directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT | _NOFOLLOW, _FILE_MODE)
+            try:
+                if fcntl is not None:
+                    fcntl.flock(descriptor, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(descriptor)
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise Failure(
+                "Cannot keep the login", f"{self.directory}: {reason}.", InternalError.exit_code
+            ) from None
+
+
+def _create_private(directory: Path) -> bool:
+    """Create `directory` and its missing parents with mode 0700; False when it already existed."""
+    try:
+        directory.mkdir(mode=_DIR_MODE)
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        _create_private(directory.parent)
+        return _create_private(directory)
+    directory.chmod(_DIR_MODE)  # mkdir's mode went through the umask
+    return True
+
+
+def _refusal(directory: Path) -> Failure | None:
+    """Why an existing `directory` must not hold logins; None when it may."""
+    mode = directory.stat().st_mode
+    if not stat.S_ISDIR(mode):
+        why = "is not a directory"
+    elif stat.S_IMODE(mode) & 0o022:
+        why = f"can be written by other users (mode {stat.S_IMODE(mode):o}): they could swap the login file"
+    else:
+        return None
+    return Failure(
+        "Unsafe config directory",
+        f"{directory} {why}; set NEXUS_CONFIG_DIR to a directory only you can write.",
+        InvalidInputError.exit_code,
+    )
 
 
 def not_logged_in(url: str, why: str = "No login is cached for this server") -> Failure:

@@ -2,11 +2,14 @@
 
 Secrets come from options, stdin lines (for scripts) or hidden prompts (on a terminal), and are
 never echoed. Single sign-on listens once on a loopback port for the browser to bring back a
-one-time code. Imports typer, the standard library and the CLI's light modules.
+one-time code, bound to this process by a PKCE verifier. Imports typer, the standard library and
+the CLI's light modules.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import secrets
 import sys
 import threading
@@ -256,6 +259,12 @@ class LoopbackReceiver:
         return self._server.code
 
 
+def code_challenge(verifier: str) -> str:
+    """The S256 challenge of a PKCE verifier (RFC 7636): base64url(SHA-256(verifier)), unpadded."""
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
 def sso_login(
     client: CliClient,
     protocol: str,
@@ -266,8 +275,11 @@ def sso_login(
     timeout_s: float = SSO_WAIT_S,
 ) -> dict[str, Any]:
     """Sign on in the browser and exchange the code it brings back; the grant."""
+    # The code passes through the browser and a port any local program can race for; the server
+    # exchanges it only against the verifier, which never leaves this process.
+    verifier = secrets.token_urlsafe(48)
     with LoopbackReceiver(timeout_s=timeout_s) as receiver:
-        url = client.sso_start_url(protocol, receiver.redirect_uri)
+        url = client.sso_start_url(protocol, receiver.redirect_uri, code_challenge(verifier))
         opened = False
         if open_browser:
             import webbrowser
@@ -277,7 +289,7 @@ def sso_login(
         say(url)
         code = receiver.wait()
     try:
-        return client.exchange_sso_code(code)
+        return client.exchange_sso_code(code, verifier)
     except Failure as failure:
         if not is_due(failure):
             raise
