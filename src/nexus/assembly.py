@@ -175,6 +175,7 @@ async def _open_identity(
     closers: list[Callable[[], Awaitable[None]]] = []
     sessions: SessionStore = state.sessions
     ephemeral: EphemeralStore
+    sso_state: EphemeralStore
     if options.redis_url is not None:
         from nexus.backends.redis_ephemeral import RedisEphemeralStore
         from nexus.backends.redis_sessions import RedisSessionStore
@@ -182,9 +183,13 @@ async def _open_identity(
         redis_sessions = RedisSessionStore(options.redis_url)
         sessions = redis_sessions
         closers.append(redis_sessions.close)
-        ephemeral = RedisEphemeralStore(options.redis_url)
+        ephemeral = sso_state = RedisEphemeralStore(options.redis_url)
     else:
         ephemeral = MemoryEphemeralStore()
+        # Anyone may start a sign-on: its pending state gets a store of its own, so a flood of
+        # starts fills that one and never the locks, trust marks and challenges of logins.
+        sso_state = MemoryEphemeralStore(max_entries=20_000)
+        closers.append(sso_state.close)
     closers.append(ephemeral.close)
     # Login throttling counts failures apart from the request rate limit, always.
     throttle_counters = open_counter_store(options.redis_url)
@@ -197,7 +202,7 @@ async def _open_identity(
     mfa = mfa_config.policy() if mfa_config is not None else MfaPolicy()
     if provider is not None and not provider.enable_mfa and auth.mfa is not None:
         raise ConfigurationError("app.auth.mfa is set but the provider says enable_mfa=False; pick one.")
-    parts = await provider.open(ephemeral, api_base_url(options)) if provider is not None else None
+    parts = await provider.open(sso_state, api_base_url(options)) if provider is not None else None
     if parts is not None and parts.directory is not None:
         closers.append(parts.directory.close)
     hardware = None

@@ -361,7 +361,7 @@ class AuthRoutes:
 
         async def run(subject: Any) -> str:
             try:
-                grant, return_to = await self._identity.complete_sso(protocol, params)
+                grant, return_to = await self._identity.complete_sso(protocol, params, call.client_addr)
             except NexusError as due:
                 return_to = str(due.detail.get("return_to", ""))
                 if not return_to or due.code not in ("mfa_required", "mfa_enrollment_required"):

@@ -1,25 +1,26 @@
-"""The second step of a login: pending challenges, answering them, enrolling factors, recovery codes.
+"""The second step of a login: asking for it, answering it, enrolling factors, recovery codes.
 
-A challenge lives in the ephemeral store under a deadline fixed at its creation. Verifying TOTP,
-text-message codes, recovery codes and hardware keys happens here; sessions open through the
-`SessionKeeper`. Must not import the service (it imports this).
+Pending challenges are kept by `ChallengeBook` (challenges.py). Verifying TOTP, text-message codes,
+recovery codes and hardware keys happens here; sessions open through `AccountStanding`, only for an
+account unchanged since its login began. Must not import the service (it imports this).
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
+from nexus.core.auth.challenges import CHALLENGE_GONE, ChallengeBook
 from nexus.core.auth.model import Factor, FactorKind, User, mask_phone
 from nexus.core.auth.parts import IdentityParts
 from nexus.core.auth.policy import ALL_CHANNELS, MfaPolicy
 from nexus.core.auth.recovery import new_recovery_codes, normalize_recovery_code
 from nexus.core.auth.sessions import Grant, SessionKeeper, hash_token_secret
+from nexus.core.auth.standing import AccountStanding
 from nexus.core.ports import Clock
 from nexus.core.types import Channel
 from nexus.errors import (
@@ -29,7 +30,8 @@ from nexus.errors import (
     MfaRequiredError,
 )
 
-CHALLENGE_GONE = "The login challenge is unknown, used up or expired; log in again."
+# A channel-token challenge proves only a session token: it may add a channel, never a first factor.
+_ENROLLING_PURPOSES = frozenset({"login", "reauth"})
 RECOVERY_CODES = 10
 T = TypeVar("T")
 
@@ -47,10 +49,19 @@ class SecondFactors:
     """Asks for, checks and enrolls second factors; a passed challenge opens or refreshes a session."""
 
     def __init__(
-        self, parts: IdentityParts, sessions: SessionKeeper, clock: Clock, *, mfa: MfaPolicy, issuer: str
+        self,
+        parts: IdentityParts,
+        sessions: SessionKeeper,
+        standing: AccountStanding,
+        clock: Clock,
+        *,
+        mfa: MfaPolicy,
+        issuer: str,
     ) -> None:
         self._p = parts
         self._sessions = sessions
+        self._standing = standing
+        self._book = ChallengeBook(parts.ephemeral, standing, clock, mfa=mfa)
         self._clock = clock
         self._mfa = mfa
         self._issuer = issuer
@@ -58,12 +69,13 @@ class SecondFactors:
     # -- challenges ------------------------------------------------------------------------------
 
     async def challenge(self, user: User, challenge: dict[str, Any]) -> NoReturn:
-        """Store a pending second-factor step and raise the error that asks for it."""
+        """Store a pending second-factor step and raise the error that asks for it.
+
+        `challenge` names the purpose, user, method, channel and the (account, address) its wrong
+        answers are throttled under; `user` is the account as the first factor found it.
+        """
         factors = [f for f in await self._usable_factors(user.user_id) if f.kind is not FactorKind.RECOVERY]
-        challenge_id = secrets.token_urlsafe(24)
-        challenge["attempts"] = 0
-        challenge["until"] = self._clock.now().timestamp() + self._mfa.challenge_ttl_s
-        await self._put_challenge(challenge_id, challenge)
+        challenge_id = await self._book.open(user, challenge)
         if not factors:
             raise MfaEnrollmentRequiredError(
                 "A second factor is required and none is enrolled: enroll one with this challenge.",
@@ -84,36 +96,13 @@ class SecondFactors:
             if f.active and f.used_at is None and self._mfa.accepts(f.kind)
         ]
 
-    async def _put_challenge(self, challenge_id: str, challenge: Mapping[str, Any]) -> None:
-        # Put back with what is left of its life: answering or asking for codes never extends it.
-        left = float(challenge["until"]) - self._clock.now().timestamp()
-        if left > 0:
-            await self._p.ephemeral.put(f"chal:{challenge_id}", json.dumps(challenge), left)
-
     async def challenge_owner(self, challenge_id: object) -> str | None:
         """The user a pending challenge belongs to (for the audit of its steps), without using it."""
-        if not isinstance(challenge_id, str) or not 16 <= len(challenge_id) <= 64:
-            return None
-        raw = await self._p.ephemeral.get(f"chal:{challenge_id}")
-        if raw is None:
-            return None
-        owner = json.loads(raw).get("user_id")
-        return owner if isinstance(owner, str) else None
-
-    async def _take_challenge(self, challenge_id: object) -> tuple[str, dict[str, Any]]:
-        if not isinstance(challenge_id, str) or not 16 <= len(challenge_id) <= 64:
-            raise AuthenticationError(CHALLENGE_GONE)
-        raw = await self._p.ephemeral.take(f"chal:{challenge_id}")
-        if raw is None:
-            raise AuthenticationError(CHALLENGE_GONE)
-        challenge: dict[str, Any] = json.loads(raw)
-        if self._clock.now().timestamp() >= float(challenge.get("until", 0)):
-            raise AuthenticationError(CHALLENGE_GONE)
-        return challenge_id, challenge
+        return await self._book.owner_id(challenge_id)
 
     async def send_sms_code(self, challenge_id: str) -> str:
         """Text a one-time code to the user's enrolled phone; returns the masked number."""
-        cid, challenge = await self._take_challenge(challenge_id)
+        cid, challenge = await self._book.take(challenge_id)
         try:
             sender = self._p.sms
             user = await self._p.users.get(challenge["user_id"])
@@ -124,37 +113,16 @@ class SecondFactors:
                 )
             if sender is None or factor is None or not self._mfa.accepts(FactorKind.SMS):
                 raise InvalidInputError("No text-message factor is available for this challenge.")
-            # Each text costs money and lands on a real phone: a few per challenge at most.
-            if challenge.get("texts", 0) >= self._mfa.max_attempts:
-                raise AuthenticationError(
-                    "Too many codes sent for this sign-in; use the last one or log in again.",
-                    challenge_id=cid,
-                )
-            challenge["texts"] = challenge.get("texts", 0) + 1
-            code = self._new_sms_code(challenge)
-            await sender.send(factor.secret, f"Your Nexus sign-in code is {code}. {self._sms_expiry()}")
+            self._book.count_text(cid, challenge)
+            code = self._book.new_sms_code(challenge)
+            await sender.send(factor.secret, f"Your Nexus sign-in code is {code}. {self._book.sms_expiry()}")
             return mask_phone(factor.secret)
         finally:
-            await self._put_challenge(cid, challenge)
-
-    def _new_sms_code(self, challenge: dict[str, Any]) -> str:
-        """A fresh six-digit code for `challenge` (replacing any earlier one); only its hash is kept."""
-        code = f"{secrets.randbelow(1_000_000):06d}"
-        until = self._clock.now().timestamp() + self._mfa.sms_code_ttl_s
-        challenge["sms"] = {"hash": hash_token_secret(code), "until": until}
-        return code
-
-    def _sms_expiry(self) -> str:
-        seconds = int(self._mfa.sms_code_ttl_s)
-        return (
-            f"It expires in {seconds // 60} minutes."
-            if seconds >= 120
-            else f"It expires in {seconds} seconds."
-        )
+            await self._book.put(cid, challenge)
 
     async def hardware_key_options(self, challenge_id: str) -> dict[str, Any]:
         """WebAuthn assertion options for the user's registered keys."""
-        cid, challenge = await self._take_challenge(challenge_id)
+        cid, challenge = await self._book.take(challenge_id)
         try:
             verifier = self._p.hardware
             keys = [
@@ -168,44 +136,35 @@ class SecondFactors:
             challenge["webauthn"] = nonce
             return options
         finally:
-            await self._put_challenge(cid, challenge)
+            await self._book.put(cid, challenge)
 
     # -- answering -------------------------------------------------------------------------------
 
     async def answer(self, challenge_id: str, method: str, response: Any) -> Grant:
         """Answer a second-factor challenge. On success the login (or step-up) completes."""
-        cid, challenge = await self._take_challenge(challenge_id)
-        user = await self._p.users.get(challenge["user_id"])
-        if user is None or user.disabled:
-            raise AuthenticationError(CHALLENGE_GONE)
-        await self._check_throttle(challenge)
+        cid, challenge = await self._book.take(challenge_id)
+        user = await self._book.owner(challenge)
         if challenge.get("enroll"):
-            await self._put_challenge(cid, challenge)
+            await self._book.put(cid, challenge)
             raise InvalidInputError("Activate the factor being enrolled first.")
         try:
             kind = FactorKind(method)
         except ValueError:
             kind = None
         if kind is None or not self._mfa.accepts(kind):
-            await self._put_challenge(cid, challenge)
+            await self._book.put(cid, challenge)
             raise InvalidInputError(f"The method must be one of: {', '.join(sorted(self._methods()))}.")
+        # Counted before checking, like a password: concurrent answers cannot outrun the limit.
+        throttle = self._p.throttle
+        attempt = await throttle.attempt(challenge["account"], challenge["address"], second_factor=True)
         if not await self._verify_factor(user, kind, response, challenge):
-            await self._count_failure(challenge)
+            await throttle.failed(attempt)
             challenge["attempts"] = challenge.get("attempts", 0) + 1
             if challenge["attempts"] < self._mfa.max_attempts:
-                await self._put_challenge(cid, challenge)
+                await self._book.put(cid, challenge)
                 raise AuthenticationError("The code is wrong, expired or already used.", challenge_id=cid)
             raise AuthenticationError("Too many wrong codes; log in again.")
         return await self._complete(user, challenge)
-
-    async def _check_throttle(self, challenge: Mapping[str, Any]) -> None:
-        if "address" in challenge:
-            await self._p.throttle.check(challenge["account"], challenge["address"])
-
-    async def _count_failure(self, challenge: Mapping[str, Any]) -> None:
-        """A wrong second factor counts as a failed login, so a known password gives few guesses."""
-        if "address" in challenge:
-            await self._p.throttle.failed(challenge["account"], challenge["address"])
 
     def _methods(self) -> set[str]:
         return {kind.value for kind in self._mfa.methods} | {FactorKind.RECOVERY.value}
@@ -221,7 +180,7 @@ class SecondFactors:
         if kind is FactorKind.TOTP:
             return await self._verify_totp(factors, response)
         if kind is FactorKind.SMS:
-            return self._verify_sms(challenge, response)
+            return self._book.verify_sms(challenge, response)
         return await self._verify_recovery(factors, response)
 
     async def _verify_totp(self, factors: list[Factor], code: str) -> bool:
@@ -233,13 +192,6 @@ class SecondFactors:
                 # The step only moves forward: a code used once (or an older one) never works again.
                 return await self._p.factors.advance_step(factor.factor_id, step)
         return False
-
-    def _verify_sms(self, challenge: dict[str, Any], code: str) -> bool:
-        """The code texted for this challenge, unexpired; it is spent by this one try either way."""
-        sent = challenge.pop("sms", None)
-        if not sent or self._clock.now().timestamp() > float(sent["until"]):
-            return False
-        return hmac.compare_digest(sent["hash"], hash_token_secret(code.strip()))
 
     async def _verify_recovery(self, factors: list[Factor], text: str) -> bool:
         normal = normalize_recovery_code(text)
@@ -270,47 +222,70 @@ class SecondFactors:
     async def _complete(self, user: User, challenge: Mapping[str, Any]) -> Grant:
         channel = Channel(challenge["channel"])
         purpose = challenge["purpose"]
-        if "address" in challenge:
-            await self._p.throttle.succeeded(challenge["account"], challenge["address"])
         if purpose == "login":
-            return await self._sessions.open(user, challenge["method"], channel, mfa=True)
-        session = await self._sessions.live(challenge["session_id"])
-        now = self._clock.now()
-        channels = ALL_CHANNELS if self._mfa.session_binding else session.mfa_channels | {channel}
-        # A step-up proves the user again; a channel's own second factor keeps the old proof time.
-        auth_time = now if purpose == "reauth" else session.auth_time
-        return await self._sessions.reauthenticated(
-            session.session_id, channel, auth_time=auth_time, mfa_time=now, mfa_channels=channels
-        )
+            grant = await self._standing.open_session(
+                user, challenge["fp"], challenge["method"], channel, mfa=True
+            )
+            if grant is None:
+                raise AuthenticationError(CHALLENGE_GONE)
+        else:
+            session = await self._sessions.live(challenge["session_id"])
+            now = self._clock.now()
+            channels = ALL_CHANNELS if self._mfa.session_binding else session.mfa_channels | {channel}
+            # A step-up proves the user again; a channel's own second factor keeps the old proof time.
+            auth_time = now if purpose == "reauth" else session.auth_time
+            grant = await self._sessions.reauthenticated(
+                session.session_id, channel, auth_time=auth_time, mfa_time=now, mfa_channels=channels
+            )
+        # Only a finished login (second factor included) clears failures and trusts the address.
+        await self._p.throttle.succeeded(challenge["account"], challenge["address"])
+        return grant
 
     # -- enrollment ------------------------------------------------------------------------------
 
     async def enroll(self, challenge_id: str, method: str, *, phone: str | None = None) -> Enrollment:
-        """Start enrolling a factor during a login whose MFA is due but has none."""
-        cid, challenge = await self._take_challenge(challenge_id)
+        """Start enrolling a factor during a login whose MFA is due but has none.
+
+        Enrolling again on the same challenge replaces the factor it was enrolling.
+        """
+        cid, challenge = await self._book.take(challenge_id)
+        user = await self._enrolling_owner(challenge)
         try:
-            user = await self._p.users.get(challenge["user_id"])
-            if user is None:
-                raise AuthenticationError(CHALLENGE_GONE)
             # Enrolling during a login is trust on first use; with a factor in place it would let a
             # password alone replace it.
             if any(f.kind is not FactorKind.RECOVERY for f in await self._usable_factors(user.user_id)):
                 raise InvalidInputError(
                     "This account already has a second factor; answer the challenge with it."
                 )
+            if method == FactorKind.SMS.value:
+                self._book.count_text(cid, challenge)
             enrollment = await self.start_enrollment(user, method, phone=phone)
+            pending = challenge.pop("enroll", None)
+            if pending:
+                await self._p.factors.remove(pending)
+            challenge.pop("webauthn", None)
+            challenge.pop("sms", None)
             challenge["enroll"] = enrollment.factor_id
             if enrollment.kind is FactorKind.HARDWARE_KEY:
                 challenge["webauthn"] = enrollment.details["challenge"]
             if enrollment.kind is FactorKind.SMS:
-                code = self._new_sms_code(challenge)
+                code = self._book.new_sms_code(challenge)
                 if self._p.sms is not None and phone:
                     await self._p.sms.send(
-                        phone, f"Your Nexus enrollment code is {code}. {self._sms_expiry()}"
+                        phone, f"Your Nexus enrollment code is {code}. {self._book.sms_expiry()}"
                     )
             return enrollment
         finally:
-            await self._put_challenge(cid, challenge)
+            await self._book.put(cid, challenge)
+
+    async def _enrolling_owner(self, challenge: Mapping[str, Any]) -> User:
+        """The challenge's user, when the challenge may enroll a factor (it followed a password)."""
+        user = await self._book.owner(challenge)
+        if challenge.get("purpose") not in _ENROLLING_PURPOSES:
+            raise InvalidInputError(
+                "Enroll a second factor while logging in (or re-authenticating), not with a session token."
+            )
+        return user
 
     async def start_enrollment(self, user: User, method: str, *, phone: str | None = None) -> Enrollment:
         try:
@@ -348,19 +323,17 @@ class SecondFactors:
 
     async def activate(self, challenge_id: str, response: Any) -> tuple[Grant, list[str]]:
         """Prove the enrolled factor works; activates it, hands out recovery codes, finishes the login."""
-        cid, challenge = await self._take_challenge(challenge_id)
+        cid, challenge = await self._book.take(challenge_id)
         factor_id = challenge.get("enroll")
-        user = await self._p.users.get(challenge["user_id"])
-        if user is None or user.disabled:
-            raise AuthenticationError(CHALLENGE_GONE)
+        user = await self._enrolling_owner(challenge)
         if not factor_id:
-            await self._put_challenge(cid, challenge)
+            await self._book.put(cid, challenge)
             raise InvalidInputError("Enroll a second factor with this challenge before activating one.")
         ok = await self._activate_factor(user, factor_id, response, challenge)
         if not ok:
             challenge["attempts"] = challenge.get("attempts", 0) + 1
             if challenge["attempts"] < self._mfa.max_attempts:
-                await self._put_challenge(cid, challenge)
+                await self._book.put(cid, challenge)
                 raise AuthenticationError("The code is wrong; try the current one.", challenge_id=cid)
             raise AuthenticationError("Too many wrong codes; log in again.")
         codes = await self.new_recovery_codes(user)
@@ -383,7 +356,7 @@ class SecondFactors:
                 return False
             return await self._p.factors.activate(factor_id)
         if factor is not None and factor.kind is FactorKind.SMS:
-            if not isinstance(response, str) or not self._verify_sms(challenge, response):
+            if not isinstance(response, str) or not self._book.verify_sms(challenge, response):
                 return False
             return await self._p.factors.activate(factor_id)
         nonce = challenge.pop("webauthn", None)

@@ -1,23 +1,24 @@
 """Identity decisions, made once for every channel: logins, second factors, sessions, channel tokens.
 
 Channels call `IdentityService` for the login conversation and the pipeline calls it to turn a
-bearer token into a principal. It owns accounts, the first factor and single sign-on, and hands the
-second factor to `SecondFactors` (factors.py) and sessions and tokens to `SessionKeeper`
-(sessions.py). Protocol work (hashing, LDAP, OIDC, SAML, TOTP, WebAuthn, JWT) happens behind the
-ports of `nexus.core.auth.ports`.
+bearer token into a principal. It owns accounts and single sign-on, and hands the password check to
+`FirstFactor` (first_factor.py), the second factor to `SecondFactors` (factors.py), sessions and
+tokens to `SessionKeeper` (sessions.py), and the check that an account is unchanged since its login
+began to `AccountStanding` (standing.py). Protocol work (hashing, LDAP, OIDC, SAML, TOTP,
+WebAuthn, JWT) happens behind the ports of `nexus.core.auth.ports`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
 from nexus.core.auth.factors import RECOVERY_CODES, Enrollment, SecondFactors
+from nexus.core.auth.first_factor import FirstFactor
 from nexus.core.auth.model import ExternalIdentity, Session, User
 from nexus.core.auth.parts import IdentityParts
 from nexus.core.auth.policy import MfaPolicy, SessionPolicy
@@ -30,6 +31,7 @@ from nexus.core.auth.sessions import (
     SessionKeeper,
     hash_token_secret,
 )
+from nexus.core.auth.standing import AccountStanding
 from nexus.core.ports import Clock
 from nexus.core.types import Channel, Principal
 from nexus.errors import (
@@ -57,8 +59,6 @@ _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 _MIN_PASSWORD = 8
 _MAX_PASSWORD = 1024
 _WRONG_LOGIN = "The username or password is wrong."
-_HASHING_AT_ONCE = 2
-T = TypeVar("T")
 
 
 def check_username(username: object) -> str:
@@ -86,15 +86,16 @@ class IdentityService:
         self.mfa = mfa
         self.policy = sessions
         self._sessions = SessionKeeper(parts.sessions, parts.tokens, clock, mfa=mfa, policy=sessions)
-        self._factors = SecondFactors(parts, self._sessions, clock, mfa=mfa, issuer=sessions.issuer)
-        # Password hashing is CPU and memory heavy (19 MiB each): a burst of logins queues here
-        # instead of taking every core and every worker thread from the rest of the server.
-        self._hash_slots = asyncio.Semaphore(_HASHING_AT_ONCE)
-
-    async def _hashing(self, work: Callable[..., T], *args: str) -> T:
-        """Run one password-hashing call in a worker thread, at most `_HASHING_AT_ONCE` at a time."""
-        async with self._hash_slots:
-            return await asyncio.to_thread(work, *args)
+        self._standing = AccountStanding(
+            parts.users,
+            parts.ephemeral,
+            self._sessions,
+            marker_ttl_s=max(sessions.session_duration_s, mfa.challenge_ttl_s),
+        )
+        self._factors = SecondFactors(
+            parts, self._sessions, self._standing, clock, mfa=mfa, issuer=sessions.issuer
+        )
+        self._first = FirstFactor(parts, clock)
 
     @property
     def sso_protocols(self) -> tuple[str, ...]:
@@ -115,7 +116,7 @@ class IdentityService:
         check_password(password)
         if await self._p.users.find(username) is not None:
             raise ConfigurationError(f"A user named {username!r} already exists.")
-        encoded = await self._hashing(self._p.hasher.hash, password)
+        encoded = await self._first.hash(password)
         user = User(
             user_id=f"local:{secrets.token_hex(8)}",
             username=username,
@@ -136,7 +137,7 @@ class IdentityService:
             raise ConfigurationError(
                 f"{username!r} signs in through {user.source}; it has no local password."
             )
-        encoded = await self._hashing(self._p.hasher.hash, password)
+        encoded = await self._first.hash(password)
         await self._p.users.update(replace(user, password_hash=encoded))
         await self.revoke_sessions(username)
 
@@ -178,8 +179,9 @@ class IdentityService:
         return await self._p.users.find(username)
 
     async def revoke_sessions(self, username: str) -> int:
+        """End the user's sessions and any login of theirs in flight (a pending challenge included)."""
         user = await self._require_user(username)
-        return await self._sessions.revoke_user(user.user_id)
+        return await self._standing.revoke(user.user_id)
 
     async def _require_user(self, username: str) -> User:
         user = await self._p.users.find(username)
@@ -195,38 +197,18 @@ class IdentityService:
         if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
             raise InvalidInputError("Give a username and a password.")
         throttle = self._p.throttle
-        await throttle.check(username, address)
-        user = await self._first_factor(username, password)
+        attempt = await throttle.attempt(username, address)
+        # Other spellings (blanks, full-width letters) never reach the directory, which may
+        # take them for an account that is throttled under its own name.
+        user = await self._first.verify(username, password) if _USERNAME.fullmatch(username) else None
         if user is None:
-            await throttle.failed(username, address)
+            await throttle.failed(attempt)
             raise AuthenticationError(_WRONG_LOGIN)
         method = "ldap" if user.source == "ldap" else "password"
-        grant = await self._after_first_factor(user, method, channel, attempt=(username, address))
+        grant = await self._after_first_factor(user, method, channel, (username, address))
         # Only a finished login (second factor included) clears failures and trusts the address.
         await throttle.succeeded(username, address)
         return grant
-
-    async def _first_factor(self, username: str, password: str) -> User | None:
-        user = await self._p.users.find(username) if _USERNAME.fullmatch(username) else None
-        if user is not None and user.source == "local":
-            encoded = user.password_hash or ""
-            ok = await self._hashing(self._p.hasher.verify, encoded, password)
-            if not ok or user.disabled:
-                return None
-            if await self._hashing(self._p.hasher.needs_rehash, encoded):
-                rehashed = await self._hashing(self._p.hasher.hash, password)
-                await self._p.users.update(replace(user, password_hash=rehashed))
-            return user
-        directory = self._p.directory
-        if directory is not None and (user is None or user.source == "ldap"):
-            identity = await directory.authenticate(username, password)
-            if identity is None:
-                return None
-            linked = await self.link_external(identity)
-            return None if linked.disabled else linked
-        # No account to check against: spend the time a real check would, so timing says nothing.
-        await self._hashing(self._p.hasher.verify_against_nothing, password)
-        return None
 
     async def link_external(self, identity: ExternalIdentity) -> User:
         """The user record for a directory or SSO identity, created or refreshed from it.
@@ -234,38 +216,21 @@ class IdentityService:
         Roles and attributes follow the provider at every login. A local account of the same name
         is never taken over: that login is refused.
         """
-        user_id = f"{identity.source}:{identity.subject}"
-        existing = await self._p.users.get(user_id)
-        if existing is None:
-            clash = await self._p.users.find(identity.username)
-            if clash is not None:
-                raise AuthenticationError(
-                    "This account name is already taken by another sign-in method; ask an administrator."
-                )
-            user = User(
-                user_id=user_id,
-                username=identity.username,
-                source=identity.source,
-                roles=identity.roles,
-                created_at=self._clock.now(),
-                attributes=dict(identity.attributes),
-            )
-            await self._p.users.add(user)
-            return user
-        refreshed = replace(existing, roles=identity.roles, attributes=dict(identity.attributes))
-        if refreshed != existing:
-            await self._p.users.update(refreshed)
-        return refreshed
+        return await self._first.link(identity)
 
     async def begin_sso(self, protocol: str, channel: Channel, return_to: str) -> str:
         """The identity provider URL to send the browser to; `return_to` is where it comes back."""
         state = json.dumps({"channel": channel.value, "to": return_to})
         return (await self._sso(protocol).begin(return_to=state)).url
 
-    async def complete_sso(self, protocol: str, params: Mapping[str, str]) -> tuple[Grant, str]:
+    async def complete_sso(
+        self, protocol: str, params: Mapping[str, str], address: str = ""
+    ) -> tuple[Grant, str]:
         """Finish an SSO login; returns the grant and where the browser asked to go afterwards.
 
-        Raises `MfaRequiredError` (carrying `return_to`) when a second factor is due.
+        `address` is the client's, for throttling wrong second factors (empty when unknown: those
+        are then counted under one shared address). Raises `MfaRequiredError` (carrying
+        `return_to`) when a second factor is due.
         """
         identity, state = await self._sso(protocol).complete(params)
         try:
@@ -273,14 +238,15 @@ class IdentityService:
             channel, return_to = Channel(begun["channel"]), str(begun["to"])
         except (ValueError, KeyError, TypeError) as exc:
             raise AuthenticationError("The sign-on state is not one this server issued.") from exc
-        user = await self.link_external(identity)
+        user = await self._first.link(identity)
         if user.disabled:
             raise AuthenticationError("This account is disabled.")
         try:
-            return await self._after_first_factor(user, protocol, channel), return_to
+            grant = await self._after_first_factor(user, protocol, channel, (user.username, address))
         except (MfaRequiredError, MfaEnrollmentRequiredError) as due:
             due.detail["return_to"] = return_to
             raise
+        return grant, return_to
 
     def sso_metadata(self, protocol: str) -> str | None:
         return self._sso(protocol).metadata()
@@ -301,15 +267,28 @@ class IdentityService:
         return adapter
 
     async def _after_first_factor(
-        self, user: User, method: str, channel: Channel, *, attempt: tuple[str, str] | None = None
+        self, user: User, method: str, channel: Channel, throttled_as: tuple[str, str]
     ) -> Grant:
-        """`attempt` is the (account, address) the login is throttled under, when it has one."""
-        if not self.mfa.due(user.roles, channel):
-            return await self._sessions.open(user, method, channel, mfa=False)
-        challenge = {"purpose": "login", "user_id": user.user_id, "method": method, "channel": channel.value}
-        if attempt is not None:
-            challenge["account"], challenge["address"] = attempt
-        await self._factors.challenge(user, challenge)
+        """A session, or a second-factor challenge, for `user` as the first factor found it.
+
+        `throttled_as` is the (account, address) the login's failures count under.
+        """
+        if self.mfa.due(user.roles, channel):
+            account, address = throttled_as
+            challenge = {
+                "purpose": "login",
+                "user_id": user.user_id,
+                "method": method,
+                "channel": channel.value,
+                "account": account,
+                "address": address,
+            }
+            await self._factors.challenge(user, challenge)
+        fingerprint = await self._standing.fingerprint(user)
+        grant = await self._standing.open_session(user, fingerprint, method, channel, mfa=False)
+        if grant is None:  # disabled, or its password changed, while the login was in flight
+            raise AuthenticationError(_WRONG_LOGIN)
+        return grant
 
     # -- second factor (see factors.py) ----------------------------------------------------------
 
@@ -383,9 +362,9 @@ class IdentityService:
         if user.source in ("local", "ldap"):
             if not isinstance(password, str) or not password:
                 raise InvalidInputError("Give the password to re-authenticate.")
-            await self._p.throttle.check(user.username, address)
-            if await self._first_factor(user.username, password) is None:
-                await self._p.throttle.failed(user.username, address)
+            attempt = await self._p.throttle.attempt(user.username, address)
+            if await self._first.verify(user.username, password) is None:
+                await self._p.throttle.failed(attempt)
                 raise AuthenticationError(_WRONG_LOGIN)
         else:
             raise AuthenticationError(f"Re-authenticate by signing in again through {user.source}.")

@@ -158,6 +158,11 @@ class SessionKeeper:
         self._cache.clear()
         return count
 
+    async def end(self, session_id: str) -> None:
+        """Revoke one session; every token derived from it dies."""
+        await self._store.revoke(session_id, self._clock.now())
+        self._cache.pop(session_id, None)
+
     async def logout(self, credential: str, channel: Channel) -> str:
         """End the session behind a session token or a channel token; every derived token dies."""
         if credential.startswith(f"{SESSION_PREFIX}_"):
@@ -165,8 +170,7 @@ class SessionKeeper:
         else:
             principal = await self.authenticate(credential, channel)
             session = await self.live(principal.session_id or "")
-        await self._store.revoke(session.session_id, self._clock.now())
-        self._cache.pop(session.session_id, None)
+        await self.end(session.session_id)
         return session.user_id
 
     async def authenticate(self, token: str, channel: Channel) -> Principal:
