@@ -143,16 +143,19 @@ class AuthRoutes:
             document.update(extra)
         return document
 
-    def _target_channel(self, body: Mapping[str, Any]) -> Channel:
-        """The channel a login is for: the route's, or (on the API) the one the body names, so an
-        MCP host can log in over HTTP for a token whose audience is MCP."""
-        wanted = body.get("channel", self._channel.value)
+    def _channel_named(self, body: Mapping[str, Any]) -> Channel:
+        """The body's "channel", this route's channel when it names none."""
         try:
-            channel = Channel(wanted)
+            return Channel(body.get("channel", self._channel.value))
         except ValueError:
             raise InvalidInputError(
                 f"channel must be one of {', '.join(c.value for c in Channel)}."
             ) from None
+
+    def _target_channel(self, body: Mapping[str, Any]) -> Channel:
+        """The channel a login is for: the route's, or (on the API) the one the body names, so an
+        MCP host can log in over HTTP for a token whose audience is MCP."""
+        channel = self._channel_named(body)
         if channel is not self._channel and self._channel is not Channel.API:
             raise InvalidInputError(f"Log in for {channel.value} at /auth/login.")
         return channel
@@ -251,13 +254,7 @@ class AuthRoutes:
 
     async def token(self, call: HttpCall) -> HttpAnswer:
         async def step(subject: Any, body: dict[str, Any]) -> Any:
-            wanted = body.get("channel", self._channel.value)
-            try:
-                channel = Channel(wanted)
-            except ValueError:
-                raise InvalidInputError(
-                    f"channel must be one of {', '.join(c.value for c in Channel)}."
-                ) from None
+            channel = self._channel_named(body)
             access = await self._identity.token(self._bearer(call), channel)
             subject.principal_id = access.user_id
             subject.reason = f"token for {channel.value}"
