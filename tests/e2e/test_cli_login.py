@@ -158,6 +158,20 @@ def test_wrong_password_exits_77_and_caches_nothing(
     assert cli.cached() is None
 
 
+def test_a_login_that_cannot_be_kept_ends_its_session_on_the_server(
+    serve_auth: Callable[..., tuple[RunningNexus, Cli]], tmp_path: Path
+) -> None:
+    server, cli = serve_auth()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone may write here: no place for a login
+    done = Cli(cli.url, shared).login()
+    assert done.returncode == 2, done.stderr
+    assert "Unsafe config directory" in done.stderr
+    records = asyncio.run(server.app.audit_log(workflow="_auth"))
+    assert [r.action.value for r in records][:2] == ["logout", "login"]  # newest first
+
+
 def test_run_without_a_login_exits_77_and_says_to_log_in(
     serve_auth: Callable[..., tuple[RunningNexus, Cli]],
 ) -> None:

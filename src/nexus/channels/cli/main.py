@@ -279,7 +279,13 @@ def _keep(remote: Remote, client: CliClient, grant: dict[str, Any]) -> None:
     store = CredentialStore.default()
     previous = store.load(remote.url)
     fresh = Credentials.from_grant(grant, time.time(), previous=previous)
-    store.save(remote.url, fresh)
+    try:
+        store.save(remote.url, fresh)
+    except Failure:
+        # Nowhere to keep it: end the new session rather than leave it live on the server unused.
+        with contextlib.suppress(Failure):
+            client.logout(fresh.session_token)
+        raise
     if previous is not None and previous.session_token != fresh.session_token:
         with contextlib.suppress(Failure):  # the old session expires on its own if this fails
             client.logout(previous.session_token)
