@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.sql import Executable
 
 from nexus.backends.sqlite_appender import SQLITE_PRAGMAS
 from nexus.errors import ConfigurationError, DependencyUnavailableError
@@ -142,6 +143,17 @@ async def transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
             yield connection
     except STORE_ERRORS as exc:
         raise unavailable("The state store is unavailable.", exc) from exc
+
+
+async def changed_rows(engine: AsyncEngine, statement: Executable) -> int:
+    """Run one UPDATE or DELETE in its own transaction; how many rows it changed.
+
+    Conditional single statements are how the stores stay atomic across processes: of two callers
+    racing on one row, only one sees its condition still hold.
+    """
+    async with transaction(engine) as connection:
+        result = await connection.execute(statement)
+    return int(result.rowcount)
 
 
 @asynccontextmanager

@@ -14,7 +14,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from nexus.backends.sql.engine import SQLITE_WRITE_LOCK, reading, transaction
+from nexus.backends.sql.engine import SQLITE_WRITE_LOCK, changed_rows, reading, transaction
 from nexus.backends.sql.schema import mfa_factors, require_aware
 from nexus.core.auth.model import Factor, FactorKind
 from nexus.errors import InvalidInputError
@@ -77,17 +77,13 @@ class SqlFactorStore:
 
     async def remove(self, factor_id: str) -> bool:
         statement = delete(mfa_factors).where(mfa_factors.c.factor_id == factor_id)
-        async with transaction(self._engine) as connection:
-            result = await connection.execute(statement)
-        return result.rowcount == 1
+        return await changed_rows(self._engine, statement) == 1
 
     async def _change(self, factor_id: str, condition: Any, **values: Any) -> bool:
         where = mfa_factors.c.factor_id == factor_id
         if condition is not None:
             where = and_(where, condition)
-        async with transaction(self._engine) as connection:
-            result = await connection.execute(update(mfa_factors).where(where).values(**values))
-        return result.rowcount == 1
+        return await changed_rows(self._engine, update(mfa_factors).where(where).values(**values)) == 1
 
 
 async def _refuse_taken(connection: AsyncConnection, factor: Factor) -> None:

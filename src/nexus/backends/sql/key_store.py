@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from nexus.backends.sql.engine import reading, transaction
-from nexus.backends.sql.schema import UtcDateTime, api_keys, require_aware
+from nexus.backends.sql.engine import changed_rows, reading, transaction
+from nexus.backends.sql.schema import api_keys, keep_first, require_aware
 from nexus.core.types import ApiKey
 from nexus.errors import InvalidInputError
 
@@ -58,16 +58,9 @@ class SqlKeyStore:
 
     async def revoke(self, key_id: str, at: datetime) -> bool:
         """Mark the key revoked at `at`; an earlier revocation time is kept. False if no such key."""
-        # One statement, so a concurrent revoke can neither be lost nor move the time forward.
-        revoked_at = literal(require_aware(at, "at"), UtcDateTime)
-        statement = (
-            update(api_keys)
-            .where(api_keys.c.key_id == key_id)
-            .values(revoked_at=func.coalesce(api_keys.c.revoked_at, revoked_at))
-        )
-        async with transaction(self._engine) as connection:
-            result = await connection.execute(statement)
-        return result.rowcount == 1
+        revoked = keep_first(api_keys.c.revoked_at, at)
+        statement = update(api_keys).where(api_keys.c.key_id == key_id).values(revoked_at=revoked)
+        return await changed_rows(self._engine, statement) == 1
 
 
 def _to_key(row: Any) -> ApiKey:

@@ -20,6 +20,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
+    literal,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -52,6 +54,12 @@ class UtcDateTime(TypeDecorator[datetime]):
         if not isinstance(value, datetime):
             raise TypeError(f"expected a datetime column value, got {type(value).__name__}")
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def keep_first(column: Any, at: datetime) -> Any:
+    """`column` set to `at` unless it already holds a time: a revocation or retirement made twice
+    keeps the first, in one statement, so concurrent callers can neither lose it nor move it."""
+    return func.coalesce(column, literal(require_aware(at, "at"), UtcDateTime))
 
 
 api_keys = Table(

@@ -11,12 +11,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, literal, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from nexus.backends.sql.engine import reading, transaction
-from nexus.backends.sql.schema import UtcDateTime, require_aware, sessions
+from nexus.backends.sql.engine import changed_rows, reading, transaction
+from nexus.backends.sql.schema import keep_first, require_aware, sessions
 from nexus.backends.sql.user_store import dump_object, load_object
 from nexus.core.auth.model import Session
 from nexus.core.types import Channel
@@ -75,11 +75,8 @@ class SqlSessionStore:
 
     async def revoke(self, session_id: str, at: datetime) -> bool:
         """Mark the session revoked; the first revocation time is kept. False if unknown or expired."""
-        revoked_at = literal(require_aware(at, "at"), UtcDateTime)
         where = and_(sessions.c.session_id == session_id, self._unexpired())
-        return (
-            await self._update(where, {"revoked_at": func.coalesce(sessions.c.revoked_at, revoked_at)}) == 1
-        )
+        return await self._update(where, {"revoked_at": keep_first(sessions.c.revoked_at, at)}) == 1
 
     async def revoke_user(self, user_id: str, at: datetime) -> int:
         """Revoke every live session of a user; how many there were."""
@@ -94,9 +91,7 @@ class SqlSessionStore:
         return sessions.c.expires_at > self._now()
 
     async def _update(self, where: Any, values: dict[str, Any]) -> int:
-        async with transaction(self._engine) as connection:
-            result = await connection.execute(update(sessions).where(where).values(**values))
-        return int(result.rowcount)
+        return await changed_rows(self._engine, update(sessions).where(where).values(**values))
 
 
 def _dump_channels(channels: frozenset[Channel]) -> str:

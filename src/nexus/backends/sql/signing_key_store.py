@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from nexus.backends.sql.engine import reading, transaction
-from nexus.backends.sql.schema import UtcDateTime, require_aware, signing_keys
+from nexus.backends.sql.engine import changed_rows, reading, transaction
+from nexus.backends.sql.schema import keep_first, require_aware, signing_keys
 from nexus.core.auth.model import SigningKey
 from nexus.errors import InvalidInputError
 
@@ -50,15 +50,9 @@ class SqlSigningKeyStore:
 
     async def retire(self, kid: str, at: datetime) -> bool:
         """Mark the key retired at `at`; an earlier retirement time is kept. False if no such key."""
-        retired_at = literal(require_aware(at, "at"), UtcDateTime)
-        statement = (
-            update(signing_keys)
-            .where(signing_keys.c.kid == kid)
-            .values(retired_at=func.coalesce(signing_keys.c.retired_at, retired_at))
-        )
-        async with transaction(self._engine) as connection:
-            result = await connection.execute(statement)
-        return result.rowcount == 1
+        retired = keep_first(signing_keys.c.retired_at, at)
+        statement = update(signing_keys).where(signing_keys.c.kid == kid).values(retired_at=retired)
+        return await changed_rows(self._engine, statement) == 1
 
 
 def _to_key(row: Any) -> SigningKey:

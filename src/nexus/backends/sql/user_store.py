@@ -11,7 +11,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from nexus.backends.sql.engine import SQLITE_WRITE_LOCK, reading, transaction
+from nexus.backends.sql.engine import SQLITE_WRITE_LOCK, changed_rows, reading, transaction
 from nexus.backends.sql.schema import require_aware, users
 from nexus.core.auth.model import User, username_key
 from nexus.errors import ConfigurationError
@@ -88,9 +88,7 @@ class SqlUserStore:
                 raise ConfigurationError(f"There is no user with id {user.user_id!r}.")
 
     async def delete(self, user_id: str) -> bool:
-        async with transaction(self._engine) as connection:
-            result = await connection.execute(delete(users).where(users.c.user_id == user_id))
-        return result.rowcount == 1
+        return await changed_rows(self._engine, delete(users).where(users.c.user_id == user_id)) == 1
 
     async def _one(self, condition: Any) -> User | None:
         async with reading(self._engine) as connection:
