@@ -6,12 +6,12 @@ import asyncio
 import os
 import socket
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio
 import redis.exceptions
+from tests.contract.conftest import delete_keys
 
 from nexus.backends.counters import MemoryCounterStore, open_counter_store
 from nexus.backends.redis_counters import RedisCounterStore
@@ -42,22 +42,6 @@ def redis_url() -> str:
     return REDIS_URL
 
 
-@pytest.fixture
-def key_prefix() -> str:
-    # One prefix per test, so concurrent runs and earlier failures never share counters.
-    return f"nexus-test-{uuid.uuid4().hex}"
-
-
-async def _delete_keys(url: str, prefix: str) -> None:
-    client = redis.asyncio.Redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
-
-
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def open_store(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIterator[OpenStore]:
     """Open stores of one backend; Redis stores opened by one test share counters, like two nodes."""
@@ -75,7 +59,7 @@ async def open_store(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIt
     for store in opened:
         await store.close()
     if url is not None:
-        await _delete_keys(url, key_prefix)
+        await delete_keys(url, key_prefix)
 
 
 @pytest.fixture
@@ -189,7 +173,7 @@ async def test_two_redis_stores_share_the_same_counters(redis_url: str, key_pref
     finally:
         await node_a.close()
         await node_b.close()
-        await _delete_keys(redis_url, key_prefix)
+        await delete_keys(redis_url, key_prefix)
 
 
 @pytest.mark.redis
@@ -203,7 +187,7 @@ async def test_concurrent_hits_from_two_redis_stores_allow_exactly_the_limit(
     finally:
         for node in nodes:
             await node.close()
-        await _delete_keys(redis_url, key_prefix)
+        await delete_keys(redis_url, key_prefix)
 
 
 async def _connections_named(client: redis.asyncio.Redis, name: str) -> int:
@@ -213,7 +197,7 @@ async def _connections_named(client: redis.asyncio.Redis, name: str) -> int:
 
 @pytest.mark.redis
 async def test_closing_a_redis_store_releases_its_connections(redis_url: str, key_prefix: str) -> None:
-    name = key_prefix
+    name = key_prefix.rstrip(":")
     store = RedisCounterStore(f"{redis_url}?client_name={name}", key_prefix=key_prefix)
     observer = redis.asyncio.Redis.from_url(redis_url)
     try:
@@ -228,7 +212,7 @@ async def test_closing_a_redis_store_releases_its_connections(redis_url: str, ke
             await asyncio.sleep(0.05)
     finally:
         await observer.aclose()
-        await _delete_keys(redis_url, key_prefix)
+        await delete_keys(redis_url, key_prefix)
 
 
 async def test_unreachable_redis_raises_dependency_unavailable_without_credentials() -> None:

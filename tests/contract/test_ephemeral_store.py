@@ -6,11 +6,10 @@ Expiry runs on the wall clock (Redis expires keys on its own), so those tests us
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-import redis.asyncio
+from tests.contract.conftest import delete_keys
 
 from nexus.backends.ephemeral import MemoryEphemeralStore
 from nexus.backends.redis_ephemeral import RedisEphemeralStore
@@ -21,22 +20,6 @@ SHORT_S = 0.2
 RACERS = 8
 
 OpenStore = Callable[[], EphemeralStore]
-
-
-@pytest.fixture
-def key_prefix() -> str:
-    # One prefix per test, so concurrent runs and earlier failures never share values.
-    return f"nexus-test-{uuid.uuid4().hex}:"
-
-
-async def delete_keys(url: str, prefix: str) -> None:
-    client = redis.asyncio.Redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])

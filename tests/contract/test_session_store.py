@@ -6,7 +6,6 @@ Expiry runs on the wall clock (Redis expires keys on its own), so those tests us
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -14,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis.asyncio
 from tests.conftest import BACKENDS
+from tests.contract.conftest import delete_keys
 from tests.contract.identity_state import open_identity_state
 
 from nexus.backends.memory import MemorySessionStore
@@ -48,22 +48,6 @@ def make_session(
         secret_hash=f"hash-{session_id}",
     )
     return replace(session, **changes)  # type: ignore[arg-type]  # test data: fields by name
-
-
-@pytest.fixture
-def key_prefix() -> str:
-    # One prefix per test, so concurrent runs and earlier failures never share sessions.
-    return f"nexus-test-{uuid.uuid4().hex}:"
-
-
-async def delete_keys(url: str, prefix: str) -> None:
-    client = redis.asyncio.Redis.from_url(url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-    finally:
-        await client.aclose()
 
 
 @pytest.fixture(params=[*BACKENDS, pytest.param("redis", marks=pytest.mark.redis)])
