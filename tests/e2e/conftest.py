@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,42 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., RunningNexus]]:
     yield start
     for server in running:
         server.stop()
+
+
+StartAuthApp = Callable[..., Awaitable[RunningNexus]]
+
+
+@pytest.fixture
+async def auth_app(tmp_path: Path) -> AsyncIterator[StartAuthApp]:
+    """`await auth_app(configure=None, users={"alice": ["developer"]}, api_port=0, fast_hashing=True)`:
+    an app with auth on, `configure(app)` applied, its users created (password `PASSWORD` of
+    tests.e2e.identity), served in a thread; every app started is stopped at teardown."""
+    from tests.e2e.identity import PASSWORD
+
+    running: list[RunningNexus] = []
+
+    async def start(
+        configure: Callable[[Nexus], None] | None = None,
+        *,
+        users: Mapping[str, Sequence[str]] | None = None,
+        api_port: int = 0,
+        fast_hashing: bool = True,
+    ) -> RunningNexus:
+        app = build_app(f"sqlite:///{tmp_path}/auth-{len(running)}.db", api_port=api_port, enable_auth=True)
+        if fast_hashing:
+            app.auth.password_time_cost = 1
+            app.auth.password_memory_kib = 1024
+        if configure is not None:
+            configure(app)
+        for name, roles in ({"alice": ["developer"]} if users is None else users).items():
+            await app.create_user(name, PASSWORD, roles=roles)
+        server = await asyncio.to_thread(app.start_in_thread)
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        await asyncio.to_thread(server.stop)
 
 
 @pytest.fixture(params=CHANNELS, ids=[c.value for c in CHANNELS])

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -19,7 +18,7 @@ import pyotp
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from tests.e2e.conftest import CHANNELS, build_app
+from tests.e2e.conftest import CHANNELS, StartAuthApp
 from tests.e2e.identity import PASSWORD, answer_mfa, channel_token, enroll_totp, login, post
 
 from nexus import Nexus, RunningNexus
@@ -32,27 +31,20 @@ Configure = Callable[[Nexus], None]
 
 
 @pytest.fixture
-async def identity_app(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """`await start(configure=None, users=...)`: an auth-on app with users, served in a thread."""
-    running: list[RunningNexus] = []
+def identity_app(auth_app: StartAuthApp) -> Callable[..., Any]:
+    """`await start(configure=None, **users)`: an auth-on app with users and the sensitive
+    workflow `wire_money` (tagged sensitive_workflows), served in a thread."""
 
     async def start(configure: Configure | None = None, **users: list[str]) -> RunningNexus:
-        app = build_app(f"sqlite:///{tmp_path}/id-{len(running)}.db", enable_auth=True)
-        app.auth.password_time_cost = 1
-        app.auth.password_memory_kib = 1024
-        sensitive = app._catalog.get("add").workflow
-        app.register("wire_money", sensitive, description="Sensitive", tags=["sensitive_workflows"])
-        if configure is not None:
-            configure(app)
-        for name, roles in (users or {"alice": ["developer"]}).items():
-            await app.create_user(name, PASSWORD, roles=roles)
-        server = await asyncio.to_thread(app.start_in_thread)
-        running.append(server)
-        return server
+        def setup(app: Nexus) -> None:
+            sensitive = app._catalog.get("add").workflow
+            app.register("wire_money", sensitive, description="Sensitive", tags=["sensitive_workflows"])
+            if configure is not None:
+                configure(app)
 
-    yield start
-    for server in running:
-        await asyncio.to_thread(server.stop)
+        return await auth_app(setup, users=users or None)
+
+    return start
 
 
 def with_totp(app: Nexus) -> None:

@@ -7,17 +7,15 @@ the review checked and found sound.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import re
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 import httpx2
 import pytest
-from tests.e2e.conftest import CHANNELS, build_app
+from tests.e2e.conftest import CHANNELS, StartAuthApp
 from tests.e2e.identity import PASSWORD, login, post
 from tests.support.ldap import PASSWORDS, LdapServer
 from tests.support.oidc import CLIENT_SECRET, OidcProvider
@@ -39,24 +37,13 @@ FULL_WIDTH_CAROL = "".join(chr(ord(c) + 0xFEE0) for c in "carol")  # NFKC folds 
 
 
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+def served(auth_app: StartAuthApp) -> Callable[..., Any]:
     """`await start(configure, api_port=0)`: an auth-on app with user alice, served in a thread."""
-    running: list[RunningNexus] = []
 
     async def start(configure: Callable[[Nexus], None] | None = None, *, api_port: int = 0) -> RunningNexus:
-        app = build_app(f"sqlite:///{tmp_path}/review-{len(running)}.db", api_port=api_port, enable_auth=True)
-        app.auth.password_time_cost = 1
-        app.auth.password_memory_kib = 1024
-        if configure is not None:
-            configure(app)
-        await app.create_user("alice", PASSWORD, roles=["developer"])
-        server = await asyncio.to_thread(app.start_in_thread)
-        running.append(server)
-        return server
+        return await auth_app(configure, api_port=api_port)
 
-    yield start
-    for server in running:
-        await asyncio.to_thread(server.stop)
+    return start
 
 
 # -- single sign-on: where the browser is sent back -------------------------------------------

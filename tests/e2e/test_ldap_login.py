@@ -6,20 +6,18 @@ the second factor and the audit. A directory user enrolls TOTP like a local one.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pyotp
 import pytest
-from tests.e2e.conftest import build_app
+from tests.e2e.conftest import StartAuthApp
 from tests.e2e.identity import answer_mfa, enroll_totp, login
 from tests.support.ldap import PASSWORDS, LdapServer
 
-from nexus import RunningNexus
+from nexus import Nexus, RunningNexus
 from nexus.core.types import Channel, Outcome
 from nexus.enterprise.auth import EnterpriseAuthProvider, MultiFactorAuth
 from nexus.testing.clients import ChannelClient
@@ -36,21 +34,16 @@ def _provider(ldap_server: LdapServer, **extra: Any) -> EnterpriseAuthProvider:
 
 
 @pytest.fixture
-async def ldap_app(tmp_path: Path, ldap_server: LdapServer) -> AsyncIterator[Callable[..., Any]]:
-    running: list[RunningNexus] = []
-
+def ldap_app(auth_app: StartAuthApp, ldap_server: LdapServer) -> Callable[..., Any]:
     async def start(*, mfa: bool = False) -> RunningNexus:
-        app = build_app(f"sqlite:///{tmp_path}/ldap-{len(running)}.db", enable_auth=True)
-        app.auth.provider = _provider(ldap_server, enable_mfa=mfa)
-        if mfa:
-            app.auth.mfa = MultiFactorAuth(methods=["totp"], required_for=["api", "cli", "mcp"])
-        server = await asyncio.to_thread(app.start_in_thread)
-        running.append(server)
-        return server
+        def setup(app: Nexus) -> None:
+            app.auth.provider = _provider(ldap_server, enable_mfa=mfa)
+            if mfa:
+                app.auth.mfa = MultiFactorAuth(methods=["totp"], required_for=["api", "cli", "mcp"])
 
-    yield start
-    for server in running:
-        await asyncio.to_thread(server.stop)
+        return await auth_app(setup, users={})
+
+    return start
 
 
 async def test_a_directory_user_logs_in_with_roles_from_groups(

@@ -7,26 +7,24 @@ header), so the per-address and per-pair limits are shown as one address sees th
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
 import secrets
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx2
 import pyotp
 import pytest
-from tests.e2e.conftest import build_app
+from tests.e2e.conftest import StartAuthApp
 from tests.e2e.identity import PASSWORD, enroll_totp
 
-from nexus import RunningNexus
+from nexus import Nexus, RunningNexus
 from nexus.backends.ephemeral import MemoryEphemeralStore
 from nexus.core.types import AuditRecord, Channel, Outcome
 from nexus.enterprise.auth import MultiFactorAuth
@@ -133,30 +131,22 @@ def let_time_pass(server: RunningNexus, seconds: float) -> None:
 
 
 @pytest.fixture
-async def login_app(tmp_path: Path) -> AsyncIterator[Start]:
+def login_app(auth_app: StartAuthApp) -> Start:
     """`await start(users=("alice",), fast_hashing=True, mfa=False, **auth_settings)`: a served app."""
-    running: list[RunningNexus] = []
 
     async def start(
         *, users: tuple[str, ...] = ("alice",), fast_hashing: bool = True, mfa: bool = False, **auth: Any
     ) -> RunningNexus:
-        app = build_app(f"sqlite:///{tmp_path}/abuse-{len(running)}.db", enable_auth=True)
-        if fast_hashing:
-            app.auth.password_time_cost = 1
-            app.auth.password_memory_kib = 1024
-        for name, value in auth.items():
-            setattr(app.auth, name, value)
-        if mfa:
-            app.auth.mfa = MultiFactorAuth(methods=["totp"], required_for=["api", "cli", "mcp"])
-        for name in users:
-            await app.create_user(name, PASSWORD, roles=["developer"])
-        server = await asyncio.to_thread(app.start_in_thread)
-        running.append(server)
-        return server
+        def setup(app: Nexus) -> None:
+            for name, value in auth.items():
+                setattr(app.auth, name, value)
+            if mfa:
+                app.auth.mfa = MultiFactorAuth(methods=["totp"], required_for=["api", "cli", "mcp"])
 
-    yield start
-    for server in running:
-        await asyncio.to_thread(server.stop)
+        roles = {name: ["developer"] for name in users}
+        return await auth_app(setup, users=roles, fast_hashing=fast_hashing)
+
+    return start
 
 
 async def fail(server: RunningNexus, channel: Channel, usernames: list[str], times: int) -> None:

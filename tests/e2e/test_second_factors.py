@@ -6,16 +6,14 @@ answered on the next. The app's SMS sender is the development message sink, read
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from tests.e2e.conftest import build_app
-from tests.e2e.identity import PASSWORD, login, post
+from tests.e2e.conftest import StartAuthApp
+from tests.e2e.identity import login, post
 
-from nexus import RunningNexus
+from nexus import Nexus, RunningNexus
 from nexus.backends.auth.sms import MessageSink
 from nexus.core.types import Channel
 from nexus.enterprise.auth import MultiFactorAuth
@@ -31,22 +29,14 @@ def _prefix(channel: Channel) -> str:
 
 
 @pytest.fixture
-async def factor_app(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    running: list[RunningNexus] = []
-
+def factor_app(auth_app: StartAuthApp) -> Callable[..., Any]:
     async def start(methods: list[str], sink: MessageSink | None = None) -> RunningNexus:
-        app = build_app(f"sqlite:///{tmp_path}/mfa-{len(running)}.db", enable_auth=True)
-        app.auth.password_time_cost = 1
-        app.auth.password_memory_kib = 1024
-        app.auth.mfa = MultiFactorAuth(methods=methods, sms_sender=sink)
-        await app.create_user("alice", PASSWORD, roles=["developer"])
-        server = await asyncio.to_thread(app.start_in_thread)
-        running.append(server)
-        return server
+        def setup(app: Nexus) -> None:
+            app.auth.mfa = MultiFactorAuth(methods=methods, sms_sender=sink)
 
-    yield start
-    for server in running:
-        await asyncio.to_thread(server.stop)
+        return await auth_app(setup)
+
+    return start
 
 
 async def test_a_text_message_code_works_once_and_only_for_its_challenge(

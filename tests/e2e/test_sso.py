@@ -13,14 +13,14 @@ import base64
 import hashlib
 import html
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx2
 import pytest
-from tests.e2e.conftest import build_app
+from tests.e2e.conftest import StartAuthApp
 from tests.support.oidc import CLIENT_SECRET, OidcProvider, free_port
 from tests.support.saml import KeyPair, SamlIdp
 
@@ -36,19 +36,14 @@ ROLE_MAP = {"admins": "admin", "developers": "developer"}
 
 
 @pytest.fixture
-async def sso_app(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    running: list[RunningNexus] = []
-
+def sso_app(auth_app: StartAuthApp) -> Callable[..., Any]:
     async def start(port: int, provider: EnterpriseAuthProvider) -> RunningNexus:
-        app: Nexus = build_app(f"sqlite:///{tmp_path}/sso-{len(running)}.db", api_port=port, enable_auth=True)
-        app.auth.provider = provider
-        server = await asyncio.to_thread(app.start_in_thread)
-        running.append(server)
-        return server
+        def setup(app: Nexus) -> None:
+            app.auth.provider = provider
 
-    yield start
-    for server in running:
-        await asyncio.to_thread(server.stop)
+        return await auth_app(setup, users={}, api_port=port)
+
+    return start
 
 
 VERIFIER = "a-code-verifier-only-the-cli-process-knows-0123456789"
