@@ -84,6 +84,8 @@ class _Trail:
     error_code: str | None = InternalError.code
     reason: str = ""
     metric_workflow: str = UNKNOWN_WORKFLOW
+    info: WorkflowInfo | None = None
+    """The workflow called, once authorization has looked it up (None for listings)."""
 
 
 @dataclass(slots=True)
@@ -214,7 +216,7 @@ class Pipeline:
             await self._finish(trail, started)
 
     def _check_step_up(self, step_up: StepUp, invocation: Invocation, trail: _Trail) -> None:
-        tags = () if invocation.workflow == ALL_WORKFLOWS else self.catalog.get(invocation.workflow).info.tags
+        tags = () if trail.info is None else trail.info.tags
         try:
             passed = step_up.check(invocation.principal, tags)
         except NexusError as exc:
@@ -256,7 +258,7 @@ class Pipeline:
             trail.metric_workflow = ALL_WORKFLOWS
             info = None
         else:
-            info = self.catalog.get(invocation.workflow).info
+            info = trail.info = self.catalog.get(invocation.workflow).info
             trail.metric_workflow = info.name
         decision = self.authorizer.decide(invocation.principal, invocation.channel, invocation.action, info)
         if not decision.visible:
