@@ -141,8 +141,14 @@ async def assemble(
     state = await open_state(options.state_url, audit_max_batch=settings.monitoring.audit_max_batch)
     assembly = Assembly(asyncio.get_running_loop(), state, None, clock, AnonymousAuthenticator())
     try:
-        if options.enable_auth:
-            identity = assembly.identity = await _open_identity(options, settings, state, clock)
+        counters = None
+        if options.rate_limit is not None or options.enable_auth:
+            # One counter store (memory, or one Redis pool) for the rate limit and login throttling.
+            from nexus.backends.counters import open_counter_store
+
+            counters = assembly.counters = open_counter_store(options.redis_url)
+        if options.enable_auth and counters is not None:
+            identity = assembly.identity = await _open_identity(options, settings, state, clock, counters)
             keys = None
             if identity.api_keys_enabled:
                 keys = ApiKeyAuthenticator(state.keys, clock, cache_ttl_s=settings.auth.api_key_cache_seconds)
@@ -162,12 +168,11 @@ def api_base_url(options: Options) -> str:
 
 
 async def _open_identity(
-    options: Options, settings: Settings, state: SqlState, clock: SystemClock
+    options: Options, settings: Settings, state: SqlState, clock: SystemClock, counters: CounterStore
 ) -> IdentityRuntime:
     """Sessions, second factors, SSO and token keys, from `app.auth` (and Redis when configured)."""
     from nexus.backends.auth.passwords import Argon2Hasher
     from nexus.backends.auth.totp import TotpVerifier
-    from nexus.backends.counters import open_counter_store
     from nexus.backends.ephemeral import MemoryEphemeralStore
 
     auth = settings.auth
@@ -192,8 +197,6 @@ async def _open_identity(
         closers.append(sso_state.close)
     closers.append(ephemeral.close)
     # Login throttling counts failures apart from the request rate limit, always.
-    throttle_counters = open_counter_store(options.redis_url)
-    closers.append(throttle_counters.close)
     mfa_config = auth.mfa
     if mfa_config is None and provider is not None and provider.enable_mfa:
         from nexus.enterprise.auth import MultiFactorAuth
@@ -241,7 +244,7 @@ async def _open_identity(
         hasher=Argon2Hasher(time_cost=auth.password_time_cost, memory_kib=auth.password_memory_kib),
         tokens=codec,
         throttle=LoginThrottle(
-            throttle_counters,
+            counters,
             ephemeral,
             clock,
             ThrottlePolicy(
@@ -276,11 +279,10 @@ async def _build_serving_parts(
     assembly: Assembly, options: Options, settings: Settings, catalog: Catalog
 ) -> None:
     limiter: Limiter = NoLimit()
-    if options.rate_limit is not None:
-        from nexus.backends.counters import open_counter_store
-
-        counters = assembly.counters = open_counter_store(options.redis_url)
+    counters = assembly.counters  # opened by assemble() whenever there is a rate limit or auth
+    if counters is not None:
         await counters.ping()  # a configured Redis that does not answer is a start-up error
+    if options.rate_limit is not None and counters is not None:
         limiter = RateLimiter(counters, options.rate_limit)
     prometheus = PrometheusMeter() if options.enable_monitoring else None
     meter: Meter = prometheus if prometheus is not None else NoopMeter()
