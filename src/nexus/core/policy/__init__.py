@@ -1,0 +1,1 @@
+"""Authorization policy: permissions and roles (RBAC), conditions and policies (ABAC), decisions."""
