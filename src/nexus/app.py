@@ -22,17 +22,20 @@ from nexus.errors import ConfigurationError
 from nexus.settings import (
     ApiSettings,
     AuthSettings,
+    Authz,
     McpSettings,
     MonitoringSettings,
     Options,
     Settings,
     check_auth_in_use,
+    check_authz,
     check_options,
 )
 from nexus.workflow import Workflow
 
 if TYPE_CHECKING:
     from nexus.assembly import Assembly
+    from nexus.enterprise.authz import ABACPolicyEngine, RBACManager
 
 _PUBLIC = frozenset({"auth", "monitoring", "api", "mcp"})
 
@@ -50,6 +53,7 @@ class Nexus:
     _server: Any
     _serving: bool
     _assembly: Assembly | None
+    _authz: Authz
 
     def __init__(
         self,
@@ -75,6 +79,7 @@ class Nexus:
         object.__setattr__(self, "_server", None)
         object.__setattr__(self, "_serving", False)
         object.__setattr__(self, "_assembly", None)
+        object.__setattr__(self, "_authz", Authz())
         for section in settings.sections():
             object.__setattr__(self, section.section, section)
 
@@ -89,17 +94,65 @@ class Nexus:
         return self._options
 
     def register(
-        self, name: str, workflow: Workflow, *, description: str | None = None, tags: Iterable[str] = ()
+        self,
+        name: str,
+        workflow: Workflow,
+        *,
+        description: str | None = None,
+        tags: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
     ) -> Registration:
-        """Serve `workflow` as `name` on every channel."""
+        """Serve `workflow` as `name` on every channel.
+
+        `tags` are names permissions and policies match (e.g. "reports"); `metadata` holds the
+        attributes policies read as `resource.*` (e.g. classification_level), never shown to callers.
+        """
         catalog: Catalog = self._catalog
-        return catalog.register(name, workflow, description=description, tags=tags)
+        return catalog.register(name, workflow, description=description, tags=tags, metadata=metadata)
 
     def register_workflow(
-        self, name: str, workflow: Workflow, *, description: str | None = None, tags: Iterable[str] = ()
+        self,
+        name: str,
+        workflow: Workflow,
+        *,
+        description: str | None = None,
+        tags: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
     ) -> Registration:
         """The source document's name for `register`."""
-        return self.register(name, workflow, description=description, tags=tags)
+        return self.register(name, workflow, description=description, tags=tags, metadata=metadata)
+
+    # -- authorization ---------------------------------------------------------------------------
+
+    def set_rbac_manager(self, rbac: RBACManager) -> None:
+        """Decide every call on every channel by these roles (see README, "Authorization").
+
+        Changes to `rbac` take effect on the next call; setting another manager while serving
+        takes effect at once too.
+        """
+        from nexus.enterprise.authz import RBACManager
+
+        if not isinstance(rbac, RBACManager):
+            raise ConfigurationError(f"set_rbac_manager needs an RBACManager, got {type(rbac).__name__}.")
+        self._authz.rbac = rbac
+        self._reauthorize()
+
+    def set_abac_engine(self, abac: ABACPolicyEngine) -> None:
+        """After RBAC allows a call, every policy of `abac` that applies to it must be satisfied."""
+        from nexus.enterprise.authz import ABACPolicyEngine
+
+        if not isinstance(abac, ABACPolicyEngine):
+            raise ConfigurationError(f"set_abac_engine needs an ABACPolicyEngine, got {type(abac).__name__}.")
+        self._authz.abac = abac
+        self._reauthorize()
+
+    def _reauthorize(self) -> None:
+        live = self._assembly
+        if live is not None and live.pipeline is not None:
+            from nexus.assembly import build_authorizer
+
+            check_authz(self.options, self._authz)
+            live.pipeline.authorizer = build_authorizer(self._authz, live.clock)
 
     # -- serving ---------------------------------------------------------------------------------
 
@@ -167,6 +220,7 @@ class Nexus:
         for section in self._settings.sections():
             section.validate()  # every section first, so a bad value leaves none of them frozen
         check_auth_in_use(opts, self._settings.auth)
+        check_authz(opts, self._authz)
         sockets: list[socket.socket] = []
         with contextlib.ExitStack() as opened:
             try:
@@ -191,7 +245,7 @@ class Nexus:
         # origin, SAML endpoints) are built from them.
         bound = replace(self.options, api_port=api_port, mcp_port=mcp_port)
         try:
-            assembly = await assemble(bound, self._settings, self._catalog)
+            assembly = await assemble(bound, self._settings, self._catalog, authz=self._authz)
         except BaseException:
             self._unbind(sockets)
             raise
@@ -248,12 +302,13 @@ class Nexus:
 
     async def _serve_stdio(self) -> None:
         check_auth_in_use(self.options, self._settings.auth)
+        check_authz(self.options, self._authz)
         for section in self._settings.sections():
             section.freeze()
         try:
             from nexus.assembly import assemble
 
-            assembly = await assemble(self.options, self._settings, self._catalog)
+            assembly = await assemble(self.options, self._settings, self._catalog, authz=self._authz)
             try:
                 if assembly.mcp is None:
                     raise ConfigurationError("The MCP channel is not available.")

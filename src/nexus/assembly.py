@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from nexus.backends.auth.signing import SigningKeys
@@ -27,7 +27,7 @@ from nexus.core.auth.policy import MfaPolicy, SessionPolicy, ThrottlePolicy
 from nexus.core.auth.ports import EphemeralStore, SessionStore
 from nexus.core.auth.service import IdentityParts, IdentityService
 from nexus.core.auth.throttle import LoginThrottle
-from nexus.core.authorization import AllowAll
+from nexus.core.authorization import AllowAll, Authorizer
 from nexus.core.catalog import Catalog
 from nexus.core.identity import (
     AnonymousAuthenticator,
@@ -37,12 +37,12 @@ from nexus.core.identity import (
     new_api_key,
 )
 from nexus.core.pipeline import Pipeline
-from nexus.core.ports import CounterStore, Meter
+from nexus.core.ports import Clock, CounterStore, Meter
 from nexus.core.ratelimit import Limiter, NoLimit, RateLimiter
 from nexus.core.telemetry import NoopMeter, SystemClock
 from nexus.core.types import ApiKey, Channel
 from nexus.errors import ConfigurationError, NexusError
-from nexus.settings import Options, Settings
+from nexus.settings import Authz, Options, Settings
 from nexus.workflow import AsyncLocalRuntime
 
 VERSION = "0.1.0"
@@ -134,7 +134,12 @@ class Assembly:
 
 
 async def assemble(
-    options: Options, settings: Settings, catalog: Catalog, *, serving: bool = True
+    options: Options,
+    settings: Settings,
+    catalog: Catalog,
+    *,
+    serving: bool = True,
+    authz: Authz | None = None,
 ) -> Assembly:
     """Open the backends and, when serving, build the pipeline and both channel apps."""
     clock = SystemClock()
@@ -154,7 +159,7 @@ async def assemble(
                 keys = ApiKeyAuthenticator(state.keys, clock, cache_ttl_s=settings.auth.api_key_cache_seconds)
             assembly.authenticator = CredentialAuthenticator(api_keys=keys, identity=identity.service)
         if serving:
-            await _build_serving_parts(assembly, options, settings, catalog)
+            await _build_serving_parts(assembly, options, settings, catalog, authz or Authz())
     except BaseException:
         await assembly.close()
         raise
@@ -275,8 +280,24 @@ async def _open_identity(
     )
 
 
+def build_authorizer(authz: Authz, clock: Clock) -> Authorizer:
+    """Allow-all until roles or policies are set; otherwise the one decision point of core."""
+    if authz.rbac is None and authz.abac is None:
+        return AllowAll()
+    from nexus.core.policy.decision import PolicyAuthorizer
+
+    abac = authz.abac
+    zone = abac.zone if abac is not None else UTC
+    return PolicyAuthorizer(
+        authz.rbac.book if authz.rbac is not None else None,
+        abac.policies if abac is not None else None,
+        abac.clock if abac is not None and abac.clock is not None else clock,
+        zone,
+    )
+
+
 async def _build_serving_parts(
-    assembly: Assembly, options: Options, settings: Settings, catalog: Catalog
+    assembly: Assembly, options: Options, settings: Settings, catalog: Catalog, authz: Authz
 ) -> None:
     limiter: Limiter = NoLimit()
     counters = assembly.counters  # opened by assemble() whenever there is a rate limit or auth
@@ -289,7 +310,7 @@ async def _build_serving_parts(
     pipeline = Pipeline(
         catalog=catalog,
         authenticator=assembly.authenticator,
-        authorizer=AllowAll(),
+        authorizer=build_authorizer(authz, assembly.clock),
         limiter=limiter,
         auditor=Auditor(assembly.state.audit, assembly.clock),
         meter=meter,

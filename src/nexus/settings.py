@@ -231,6 +231,25 @@ def check_auth_in_use(options: Options, auth: AuthSettings) -> None:
         )
 
 
+@dataclass(eq=False)
+class Authz:
+    """What `app.set_rbac_manager` and `app.set_abac_engine` were given (None: not set)."""
+
+    rbac: Any = None
+    """An `nexus.enterprise.auth.RBACManager`."""
+    abac: Any = None
+    """An `nexus.enterprise.auth.ABACPolicyEngine`."""
+
+
+def check_authz(options: Options, authz: Authz) -> None:
+    """Roles need identities: with auth off every caller is anonymous and would hold no role."""
+    if authz.rbac is not None and not options.enable_auth:
+        raise ConfigurationError(
+            "set_rbac_manager needs enable_auth=True: without it every caller is anonymous, holds no "
+            "role, and would be refused everything. Pass enable_auth=True to Nexus(...)."
+        )
+
+
 def check_options(options: Options) -> None:
     for name in ("api_port", "mcp_port"):
         port = getattr(options, name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import runpy
 import signal
 import socket
 import subprocess
@@ -30,7 +31,17 @@ COPIES = {
     "mfa_across_channels.py": (
         "### Multi-Factor Authentication Across Channels",
         "11943c86b3cbd72f94c96ca43fb50056337d7849708474ca0346471da68b14ea",
-    )
+    ),
+    # Run with `nexus` bound to an app; tests/e2e/test_authorization.py checks their rules on
+    # every channel against an oracle.
+    "rbac.py": (
+        "### Role-Based Access Control (RBAC)",
+        "0f50e313177e768e487f7bf645c6c04ac90ff827a5bd8e70783420866db6b739",
+    ),
+    "abac.py": (
+        "### Attribute-Based Access Control (ABAC)",
+        "1fdd139045d4304ec70630440c2c053ca2b2ddacf18335ace969458fb4bb0cd8",
+    ),
 }
 
 
@@ -136,3 +147,26 @@ def test_the_mfa_block_enforces_its_settings_on_every_channel(mfa_block: str) ->
         # bypass_roles: "automated" logs in without a second factor.
         robot = http.post("/auth/login", json={"username": "robot", "password": "robot-password-1"})
         assert robot.status_code == 200, robot.text
+
+
+def test_the_rbac_and_abac_blocks_run_against_an_app_and_install_what_they_say(tmp_path: Path) -> None:
+    from nexus import Nexus
+
+    app = Nexus(enable_auth=True, state_url=f"sqlite:///{tmp_path}/state.db")
+    rbac = runpy.run_path(str(ROOT / "tests" / "spec" / "rbac.py"), init_globals={"nexus": app})["rbac"]
+    abac = runpy.run_path(str(ROOT / "tests" / "spec" / "abac.py"), init_globals={"nexus": app})["abac"]
+    assert app._authz.rbac is rbac
+    assert app._authz.abac is abac
+    roles = {role.name: [p.text for p in role.permissions] for role in rbac.roles()}
+    assert roles["operator"] == [
+        "api:read:health",
+        "api:execute:monitoring_workflows",
+        "cli:execute:status",
+        "cli:execute:deploy",
+        "mcp:execute:system_tools",
+    ]
+    assert sorted(roles) == ["developer", "executive", "operator"]
+    policies = {p.name: p for p in abac.policies.all()}
+    assert policies["business_hours_only"].condition.paths == {"env.current_time"}
+    assert policies["location_restricted"].channels == {"mcp"}
+    assert policies["data_access_control"].resources == {"classified_workflows"}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
 from nexus.core.types import WorkflowInfo
 from nexus.errors import ConfigurationError, WorkflowNotFoundError
@@ -13,6 +15,7 @@ from nexus.workflow import Workflow
 # One name is a URL segment, a CLI argument and an MCP tool name at once; this fits all three.
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")
+_SCALARS = (str, int, float, bool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,27 @@ class Registration:
         return self.info.name
 
 
+def _metadata(name: str, metadata: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """Policy attributes of a workflow: names to strings, numbers, booleans or lists of those."""
+    if metadata is None:
+        return MappingProxyType({})
+    if not isinstance(metadata, Mapping):
+        raise ConfigurationError(f"metadata of {name!r} must be a dict, not {type(metadata).__name__}.")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or _TAG.fullmatch(key) is None or key in ("name", "tags"):
+            raise ConfigurationError(
+                f"Invalid metadata key {key!r} for workflow {name!r} (name and tags are set)."
+            )
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if not all(isinstance(item, _SCALARS) for item in items):
+            raise ConfigurationError(
+                f"metadata {key!r} of {name!r} must be a string, number, boolean or a list of those."
+            )
+    return MappingProxyType(
+        {key: tuple(value) if isinstance(value, list) else value for key, value in metadata.items()}
+    )
+
+
 class Catalog:
     """Name -> registration; registration may happen before or while serving."""
 
@@ -36,7 +60,13 @@ class Catalog:
         """Bumped by every registration, so derived documents (OpenAPI) know when to rebuild."""
 
     def register(
-        self, name: str, workflow: Workflow, *, description: str | None = None, tags: Iterable[str] = ()
+        self,
+        name: str,
+        workflow: Workflow,
+        *,
+        description: str | None = None,
+        tags: Iterable[str] = (),
+        metadata: Mapping[str, Any] | None = None,
     ) -> Registration:
         if not isinstance(name, str) or _NAME.fullmatch(name) is None:
             raise ConfigurationError(
@@ -56,7 +86,11 @@ class Catalog:
         if name in self._entries:
             raise ConfigurationError(f"A workflow named {name!r} is already registered.")
         info = WorkflowInfo(
-            name=name, description=description, tags=tag_tuple, input_schema=workflow.input_schema
+            name=name,
+            description=description,
+            tags=tag_tuple,
+            input_schema=workflow.input_schema,
+            attributes=_metadata(name, metadata),
         )
         entry = Registration(workflow=workflow, info=info)
         self._entries[name] = entry

@@ -116,7 +116,11 @@ class ApiKeyAuthenticator:
             self._cache.pop(key_id, None)
             return None
         principal = Principal(
-            id=f"key:{key.key_id}", kind="api_key", roles=key.roles, attributes={"name": key.name}
+            id=f"key:{key.key_id}",
+            kind="api_key",
+            roles=key.roles,
+            attributes={"name": key.name},
+            name=key.name,
         )
         if self._ttl > 0:
             self._cache[key_id] = (key, principal, now)

@@ -19,6 +19,7 @@ from nexus.core.auth.authenticator import StepUp
 from nexus.core.authorization import Authorizer
 from nexus.core.catalog import Catalog, Registration
 from nexus.core.identity import Authenticator
+from nexus.core.policy.permission import RESOURCES_SURFACE
 from nexus.core.ports import Clock, Meter
 from nexus.core.ratelimit import Limiter
 from nexus.core.types import Action, Decision, Invocation, Outcome, Principal, Result, WorkflowInfo
@@ -137,6 +138,12 @@ class Pipeline:
         listing = replace(invocation, action=Action.READ, workflow=ALL_WORKFLOWS)
         return await self._call(listing, self._list)
 
+    async def inspect(self, invocation: Invocation, operation: Callable[[Invocation], Awaitable[T]]) -> T:
+        """A call on a surface of its own (`invocation.surface`, e.g. health detail or explain):
+        identified, authorized for `invocation.action` on that surface, rate limited and audited
+        under `invocation.workflow` like any workflow call."""
+        return await self._call(invocation, operation)
+
     async def refuse(self, invocation: Invocation, error: NexusError) -> NexusError:
         """A call the channel could not parse: admit it as usual, fail it with `error`, audit it.
 
@@ -254,15 +261,28 @@ class Pipeline:
         return invocation if principal is invocation.principal else replace(invocation, principal=principal)
 
     def _authorize(self, invocation: Invocation, trail: _Trail) -> Decision:
+        surface = invocation.surface
         if invocation.workflow == ALL_WORKFLOWS:
             trail.metric_workflow = ALL_WORKFLOWS
             info = None
-        else:
+        elif surface is None or surface == RESOURCES_SURFACE:
             info = trail.info = self.catalog.get(invocation.workflow).info
             trail.metric_workflow = info.name
-        decision = self.authorizer.decide(invocation.principal, invocation.channel, invocation.action, info)
+        else:
+            trail.metric_workflow = invocation.workflow  # a surface's own name, e.g. "_health"
+            info = None
+        decision = self.authorizer.decide(
+            invocation.principal,
+            invocation.channel,
+            invocation.action,
+            info,
+            surface=surface,
+            client_addr=invocation.client_addr,
+        )
         if not decision.visible:
             trail.reason = decision.reason
+            if info is None:
+                raise ForbiddenError(f"Not allowed to {invocation.action} {invocation.workflow!r} here.")
             raise WorkflowNotFoundError(f"No workflow named {invocation.workflow[:64]!r}.")
         if not decision.allowed:
             trail.reason = decision.reason
@@ -301,5 +321,12 @@ class Pipeline:
         return [entry.info for entry in self.catalog.all() if self._may_see(invocation, entry)]
 
     def _may_see(self, invocation: Invocation, entry: Registration) -> bool:
-        decision = self.authorizer.decide(invocation.principal, invocation.channel, Action.READ, entry.info)
-        return decision.visible and decision.allowed
+        decision = self.authorizer.decide(
+            invocation.principal,
+            invocation.channel,
+            Action.READ,
+            entry.info,
+            surface=invocation.surface,
+            client_addr=invocation.client_addr,
+        )
+        return decision.allowed

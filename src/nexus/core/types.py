@@ -71,6 +71,8 @@ class Principal:
     """The login session behind a session-derived token; None for API keys and anonymous callers."""
     auth_time: datetime | None = None
     """When the caller last proved who they are (step-up compares against it); None when unknown."""
+    name: str = ""
+    """A name people use: the username of a login, the name of an API key (roles are assigned by it)."""
 
     @property
     def is_anonymous(self) -> bool:
@@ -91,7 +93,11 @@ class Invocation:
     credential: Credential | None = None
     client_addr: str = ""
     principal: Principal = ANONYMOUS
-    action: Action = Action.EXECUTE
+    action: Action | str = Action.EXECUTE
+    """An `Action`, or a custom action word of a custom surface (e.g. "explain")."""
+    surface: str | None = None
+    """None for workflows as tools, commands and endpoints; "resources" for workflows as MCP
+    resources; or a surface of its own ("health", "authz"), with `workflow` naming it for the audit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +138,7 @@ class AuditRecord:
     channel: Channel
     principal_id: str
     workflow: str
-    action: Action
+    action: Action | str
     outcome: Outcome
     error_code: str | None
     duration_ms: float
@@ -164,3 +170,6 @@ class WorkflowInfo:
     description: str | None
     tags: tuple[str, ...]
     input_schema: Mapping[str, Any]
+    attributes: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    """Metadata given at registration (e.g. classification_level) that policies read as resource.*;
+    never shown to callers."""

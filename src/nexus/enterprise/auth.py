@@ -17,7 +17,10 @@ from nexus.core.auth.model import FactorKind
 from nexus.core.auth.policy import MfaPolicy
 from nexus.core.auth.ports import Directory, EphemeralStore, SsoProtocol
 from nexus.core.types import Channel
+from nexus.enterprise.authz import ABACPolicyEngine, RBACManager
 from nexus.errors import ConfigurationError
+
+__all__ = ["ABACPolicyEngine", "EnterpriseAuthProvider", "MultiFactorAuth", "RBACManager"]
 
 # Checks the SSO settings at construction, before the app's own URL is known.
 _PLACEHOLDER_BASE = "http://127.0.0.1:8000"

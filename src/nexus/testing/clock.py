@@ -18,6 +18,11 @@ class FakeClock:
     def monotonic(self) -> float:
         return self._monotonic
 
+    def set(self, when: datetime) -> None:
+        """Jump the wall clock to `when` (aware); monotonic time moves by the same amount."""
+        self._monotonic += max(0.0, (when - self._now).total_seconds())
+        self._now = when
+
     def advance(self, seconds: float) -> None:
         self._now += timedelta(seconds=seconds)
         self._monotonic += seconds

@@ -201,13 +201,21 @@ def _to_row(record: AuditRecord) -> dict[str, Any]:
         "channel": record.channel.value,
         "principal_id": record.principal_id,
         "workflow": record.workflow,
-        "action": record.action.value,
+        "action": str(record.action),
         "outcome": record.outcome.value,
         "error_code": record.error_code,
         "duration_ms": record.duration_ms,
         "client_addr": record.client_addr,
         "reason": record.reason,
     }
+
+
+def _action(stored: str) -> Action | str:
+    """Custom surfaces have action words of their own (e.g. "explain"); those stay strings."""
+    try:
+        return Action(stored)
+    except ValueError:
+        return stored
 
 
 def _to_record(row: Any) -> AuditRecord:
@@ -217,7 +225,7 @@ def _to_record(row: Any) -> AuditRecord:
         channel=Channel(row["channel"]),
         principal_id=row["principal_id"],
         workflow=row["workflow"],
-        action=Action(row["action"]),
+        action=_action(row["action"]),
         outcome=Outcome(row["outcome"]),
         error_code=row["error_code"],
         duration_ms=row["duration_ms"],

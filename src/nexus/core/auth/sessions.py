@@ -190,6 +190,7 @@ class SessionKeeper:
             attributes=session.attributes,
             session_id=session.session_id,
             auth_time=session.auth_time,
+            name=session.username,
         )
 
     def _verify(self, token: str, channel: Channel) -> tuple[str, str]:
