@@ -52,10 +52,17 @@ class ScriptedAuthorizer:
 
     def __init__(self) -> None:
         self.decisions: dict[str, Decision] = {}
-        self.calls: list[tuple[str, Action, str]] = []
+        self.calls: list[tuple[str, str, str]] = []
 
     def decide(
-        self, principal: Principal, channel: Channel, action: Action, workflow: WorkflowInfo | None
+        self,
+        principal: Principal,
+        channel: str,
+        action: str,
+        workflow: WorkflowInfo | None,
+        *,
+        surface: str | None = None,
+        client_addr: str = "",
     ) -> Decision:
         name = ALL_WORKFLOWS if workflow is None else workflow.name
         self.calls.append((principal.id, action, name))
