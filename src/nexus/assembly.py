@@ -329,7 +329,16 @@ async def _build_serving_parts(
         title=options.title,
         version=VERSION,
     )
-    extra = cli_routes(pipeline, http_options)
+    from nexus.core.policy.explain import Explainer
+
+    explainer = Explainer(
+        catalog,
+        lambda: pipeline.authorizer,  # the one in force: set_rbac_manager may replace it while serving
+        assembly.clock,
+        keys=assembly.state.keys,
+        users=assembly.state.users if assembly.identity is not None else None,
+    )
+    extra = cli_routes(pipeline, http_options, explainer=explainer)
     identity = assembly.identity
     if identity is not None:
         hosts = frozenset(settings.auth.sso_return_hosts)
@@ -338,9 +347,14 @@ async def _build_serving_parts(
                 pipeline, identity.service, channel, jwks=identity.keys.jwks, return_hosts=hosts
             )
             extra += routes.routes(prefix)
-    api_app = build_http_app(pipeline, http_options, extra_routes=extra)
+    api_app = build_http_app(pipeline, http_options, extra_routes=extra, explainer=explainer)
     mcp = McpChannel(
-        pipeline, settings.mcp, auth_enabled=options.enable_auth, version=VERSION, host=options.host
+        pipeline,
+        settings.mcp,
+        auth_enabled=options.enable_auth,
+        version=VERSION,
+        host=options.host,
+        is_ready=assembly.is_ready,
     )
     mcp.authorization_servers = (api_base_url(options),)
     assembly.pipeline, assembly.mcp, assembly.apps = pipeline, mcp, (api_app, mcp.asgi_app)

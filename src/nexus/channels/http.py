@@ -1,7 +1,8 @@
 """The REST channel: parse, call the pipeline, render.
 
-Workflow routes are hot ASGI routes (see `asgi.py`) in front of a FastAPI app that serves health,
-readiness, metrics and the docs; the OpenAPI document is built from the catalog. Never imports backends.
+Workflow routes and the app's own surfaces (health detail, explain) are hot ASGI routes (see
+`asgi.py`) in front of a FastAPI app that serves the public health check, readiness, metrics and the
+docs; the OpenAPI document is built from the catalog. Never imports backends.
 """
 
 from __future__ import annotations
@@ -30,12 +31,18 @@ from nexus.channels.asgi import (
     request_id_from,
 )
 from nexus.channels.openapi import build_openapi
+from nexus.core.catalog import Catalog
 from nexus.core.pipeline import Pipeline
+from nexus.core.policy.explain import Explainer, ExplainQuery
+from nexus.core.policy.permission import AUTHZ_SURFACE, HEALTH_SURFACE
 from nexus.core.types import Action, Channel, Invocation
 from nexus.errors import InvalidInputError, NexusError
 
 CLI_PREFIX = "/cli/v1"
 METRICS_SURFACE = "_metrics"  # the audit's name for the metrics endpoint
+HEALTH_AUDIT = "_health"  # the audit's name for the health detail, on every channel
+AUTHZ_AUDIT = "_authz"  # the audit's name for explain, on every channel
+EXPLAIN = "explain"  # the action of explain: `<channel>:explain:authz` allows it
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +130,103 @@ class WorkflowRoutes:
         return ok({"workflows": listing}, invocation.request_id)
 
 
+HealthCheck = Callable[[Invocation], Awaitable[dict[str, Any]]]
+
+
+def health_check(catalog: Catalog, is_ready: Callable[[], Awaitable[bool]], version: str) -> HealthCheck:
+    """The health detail as a pipeline operation: status, version, workflow count, readiness."""
+
+    async def check(_: Invocation) -> dict[str, Any]:
+        ready = await is_ready()
+        return {
+            "status": "ok" if ready else "degraded",
+            "version": version,
+            "workflows": len(catalog.all()),
+            "ready": ready,
+        }
+
+    return check
+
+
+class SurfaceRoutes:
+    """The app's own surfaces on one HTTP-borne channel: health detail and, with an explainer, explain.
+
+    Each call is identified, authorized on its surface (`<channel>:read:health`,
+    `<channel>:explain:authz`), rate limited and audited like a workflow call.
+    """
+
+    def __init__(
+        self, pipeline: Pipeline, channel: Channel, options: HttpOptions, explainer: Explainer | None = None
+    ) -> None:
+        self._pipeline = pipeline
+        self._channel = channel
+        self._max_body_bytes = options.max_body_bytes
+        self._explainer = explainer
+        self._check = health_check(pipeline.catalog, options.is_ready, options.version)
+
+    def routes(self, *, health: str, explain: str) -> list[HotRoute]:
+        """The routes at these paths; explain only when there is an explainer to answer it."""
+        routes = [HotRoute("GET", health, self.health)]
+        if self._explainer is not None:
+            routes.append(HotRoute("POST", explain, self.explain))
+        return routes
+
+    def _invocation(self, call: HttpCall, workflow: str, action: Action | str, surface: str) -> Invocation:
+        return Invocation(
+            call.request_id,
+            self._channel,
+            workflow,
+            {},
+            call.credential,
+            call.client_addr,
+            action=action,
+            surface=surface,
+        )
+
+    async def health(self, call: HttpCall) -> HttpAnswer:
+        invocation = self._invocation(call, HEALTH_AUDIT, Action.READ, HEALTH_SURFACE)
+        try:
+            document = await self._pipeline.inspect(invocation, self._check)
+        except NexusError as error:
+            return problem(error, call.request_id, call.path)
+        return ok(document, call.request_id)
+
+    async def explain(self, call: HttpCall) -> HttpAnswer:
+        explainer = self._explainer
+        assert explainer is not None  # noqa: S101  # routes() serves explain only with an explainer
+        invocation = self._invocation(call, AUTHZ_AUDIT, EXPLAIN, AUTHZ_SURFACE)
+        try:
+            body = codec.loads_object(await call.body(self._max_body_bytes), what="The body")
+            query = ExplainQuery.from_document(body)
+        except NexusError as error:
+            # Unreadable queries are still calls: admitted, refused and audited by the pipeline.
+            return problem(await self._pipeline.refuse(invocation, error), call.request_id, call.path)
+
+        async def answer(_: Invocation) -> dict[str, Any]:
+            return await explainer.explain(query)
+
+        try:
+            document = await self._pipeline.inspect(invocation, answer)
+        except NexusError as error:
+            return problem(error, call.request_id, call.path)
+        return ok(document, call.request_id)
+
+
 def build_http_app(
-    pipeline: Pipeline, options: HttpOptions, *, extra_routes: Iterable[HotRoute] = ()
+    pipeline: Pipeline,
+    options: HttpOptions,
+    *,
+    extra_routes: Iterable[HotRoute] = (),
+    explainer: Explainer | None = None,
 ) -> AsgiApp:
-    """The ASGI app of the API port: REST and `extra_routes` (the CLI channel) as hot routes,
-    and behind them a FastAPI app for health, readiness, metrics and the docs."""
-    hot = [*WorkflowRoutes(pipeline, Channel.API, options).routes(""), *extra_routes]
+    """The ASGI app of the API port: REST, its surfaces and `extra_routes` (the CLI channel) as hot
+    routes, and behind them a FastAPI app for the public health check, readiness, metrics and docs."""
+    surfaces = SurfaceRoutes(pipeline, Channel.API, options, explainer)
+    hot = [
+        *WorkflowRoutes(pipeline, Channel.API, options).routes(""),
+        *surfaces.routes(health="/health/detail", explain="/authz/explain"),
+        *extra_routes,
+    ]
     if options.render_metrics is not None and options.auth_enabled:
         # Metrics name every workflow and its traffic: with auth on, scrapers present a key too.
         hot.append(HotRoute("GET", options.metrics_path, _guarded_metrics(pipeline, options.render_metrics)))

@@ -1,4 +1,5 @@
-"""The MCP channel: one tool per workflow over streamable HTTP (stateless, JSON) and stdio.
+"""The MCP channel: one tool and one resource per workflow, plus the health detail as a resource,
+over streamable HTTP (stateless, JSON) and stdio.
 
 Parses MCP requests into `Invocation`s, calls the pipeline and renders its answers as MCP results or
 JSON-RPC errors; with auth on, HTTP callers without a valid credential are refused before JSON-RPC.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,17 +22,19 @@ from mcp.server.lowlevel.server import Server
 from mcp.server.stdio import stdio_server
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, TransportSecuritySettings
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from nexus.channels import codec
-from nexus.channels.asgi import PROBLEM, credential_from, read_body, request_id_from
-from nexus.channels.http import problem_response
-from nexus.core.pipeline import ALL_WORKFLOWS, Pipeline, new_request_id
-from nexus.core.types import Channel, Credential, Invocation, WorkflowInfo
-from nexus.errors import AuthenticationError, InvalidInputError, NexusError
+from nexus.channels.asgi import JSON, PROBLEM, credential_from, read_body, request_id_from
+from nexus.channels.http import HEALTH_AUDIT, health_check, problem_response
+from nexus.core.pipeline import ALL_WORKFLOWS, UNKNOWN_WORKFLOW, Pipeline, new_request_id
+from nexus.core.policy.permission import HEALTH_SURFACE, RESOURCES_SURFACE
+from nexus.core.types import Action, Channel, Credential, Invocation, WorkflowInfo
+from nexus.errors import AuthenticationError, InvalidInputError, NexusError, WorkflowNotFoundError
 from nexus.settings import McpSettings
 
 log = logging.getLogger("nexus.channels.mcp")
@@ -39,6 +42,16 @@ log = logging.getLogger("nexus.channels.mcp")
 CREDENTIAL_ENV = "NEXUS_TOKEN"
 PRM_PATH = "/.well-known/oauth-protected-resource"
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WORKFLOW_URI = "nexus://workflows/"
+HEALTH_URI = "nexus://health"
+# The 2025 protocols' code for an unknown resource; 2026-07-28 answers invalid params instead (SEP-2164).
+RESOURCE_NOT_FOUND = -32002
+_HEALTH_RESOURCE = types.Resource(
+    uri=HEALTH_URI,
+    name="health",
+    description="This server's health: status, version, workflow count, readiness.",
+    mime_type=JSON,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +66,12 @@ class _Caller:
 def _tool(info: WorkflowInfo) -> types.Tool:
     return types.Tool(
         name=info.name, description=info.description, input_schema=codec.as_plain(info.input_schema)
+    )
+
+
+def _resource(info: WorkflowInfo) -> types.Resource:
+    return types.Resource(
+        uri=f"{WORKFLOW_URI}{info.name}", name=info.name, description=info.description, mime_type=JSON
     )
 
 
@@ -87,6 +106,16 @@ def rpc_error(error: NexusError, request_id: str) -> MCPError:
     return MCPError(code=code, message=error.message, data=_problem(error, request_id))
 
 
+def resource_not_found(error: NexusError, request_id: str, uri: str, protocol_version: str) -> MCPError:
+    """An unknown or invisible resource, in the code of the protocol era the client speaks."""
+    code = types.INVALID_PARAMS if protocol_version in MODERN_PROTOCOL_VERSIONS else RESOURCE_NOT_FOUND
+    return MCPError(code=code, message=error.message, data={**_problem(error, request_id), "uri": uri})
+
+
+async def _always_ready() -> bool:
+    return True
+
+
 def internal_error(request_id: str) -> MCPError:
     message = f"Internal error; request id {request_id}."
     return MCPError(code=types.INTERNAL_ERROR, message=message, data={"request_id": request_id})
@@ -103,7 +132,9 @@ class McpChannel:
         auth_enabled: bool,
         version: str,
         host: str = "127.0.0.1",
+        is_ready: Callable[[], Awaitable[bool]] = _always_ready,
     ) -> None:
+        """`is_ready` tells whether every backend answers, for the health resource."""
         self._pipeline = pipeline
         self._path = settings.path
         self._auth_enabled = auth_enabled
@@ -112,6 +143,7 @@ class McpChannel:
         self._tools: dict[str, tuple[WorkflowInfo, types.Tool]] = {}
         self._manager: StreamableHTTPSessionManager | None = None
         self._local_credential: Credential | None = None
+        self._health = health_check(pipeline.catalog, is_ready, version)
         # On a loopback host, check Host/Origin as the SDK does, so a web page cannot reach the
         # server through DNS rebinding; on other hosts the operator's proxy owns that.
         self._security = (
@@ -128,6 +160,8 @@ class McpChannel:
             version=version,
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
+            on_list_resources=self._list_resources,
+            on_read_resource=self._read_resource,
             # Our schemas declare no Mcp-Param headers; without this the SDK would run tools/list
             # (an audited pipeline call) before every tools/call just to find that out.
             get_tool_input_schema=_no_header_schema,
@@ -300,6 +334,63 @@ class McpChannel:
             raise internal_error(caller.request_id) from None
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=text)], structured_content=structured
+        )
+
+    async def _list_resources(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        caller = self._caller(ctx)
+        invocation = self._invocation(caller, ALL_WORKFLOWS, RESOURCES_SURFACE)
+        try:
+            infos = await self._pipeline.list_workflows(invocation)
+        except NexusError as error:
+            raise rpc_error(error, caller.request_id) from None
+        return types.ListResourcesResult(resources=[*map(_resource, infos), _HEALTH_RESOURCE])
+
+    async def _read_resource(
+        self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        caller = self._caller(ctx)
+        uri = str(params.uri)
+        try:
+            if uri == HEALTH_URI:
+                health = self._invocation(caller, HEALTH_AUDIT, HEALTH_SURFACE)
+                document = await self._pipeline.inspect(health, self._health)
+            else:
+                document = await self._describe_resource(caller, uri)
+            text = codec.dumps(document).decode()
+        except WorkflowNotFoundError as error:
+            raise resource_not_found(error, caller.request_id, uri, ctx.protocol_version) from None
+        except NexusError as error:
+            raise rpc_error(error, caller.request_id) from None
+        return types.ReadResourceResult(
+            contents=[types.TextResourceContents(uri=uri, mime_type=JSON, text=text)]
+        )
+
+    async def _describe_resource(self, caller: _Caller, uri: str) -> dict[str, Any]:
+        """A workflow's resource document: what `describe` shows, never its attributes."""
+        name = uri.removeprefix(WORKFLOW_URI) if uri.startswith(WORKFLOW_URI) else ""
+        if not name:
+            # Not a URI of ours: still admitted and audited, then answered like an unknown workflow.
+            missing = WorkflowNotFoundError(f"No resource {uri[:128]!r}.")
+            invocation = self._invocation(caller, UNKNOWN_WORKFLOW, RESOURCES_SURFACE)
+            refused = await self._pipeline.refuse(invocation, missing)
+            raise missing if isinstance(refused, WorkflowNotFoundError) else refused
+        info = await self._pipeline.describe(self._invocation(caller, name, RESOURCES_SURFACE))
+        return codec.info_document(info, with_schema=True)
+
+    @staticmethod
+    def _invocation(caller: _Caller, workflow: str, surface: str) -> Invocation:
+        """A read on `surface`: workflows as resources, or the health detail."""
+        return Invocation(
+            caller.request_id,
+            Channel.MCP,
+            workflow,
+            {},
+            caller.credential,
+            caller.client_addr,
+            action=Action.READ,
+            surface=surface,
         )
 
 

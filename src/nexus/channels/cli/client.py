@@ -79,6 +79,14 @@ class CliClient:
     def describe(self, workflow: str) -> dict[str, Any]:
         return self._call("GET", f"/workflows/{quote(workflow, safe='')}")
 
+    def health(self) -> dict[str, Any]:
+        """The health detail (needs read on `health` when roles are configured)."""
+        return self._call("GET", "/health")
+
+    def explain(self, query: dict[str, Any]) -> dict[str, Any]:
+        """An authorization decision explained (needs `cli:explain:authz` when roles are configured)."""
+        return self._call("POST", "/authz/explain", query)
+
     def run(self, workflow: str, params: dict[str, str]) -> dict[str, Any]:
         """Execute `workflow`; the server coerces each raw string by the workflow's input schema."""
         return self._call("POST", f"/workflows/{quote(workflow, safe='')}/run", json={"params": params})

@@ -1,4 +1,5 @@
-"""The CLI channel's client commands: log in and out, run, list and describe workflows on a server.
+"""The CLI channel's client commands: log in and out, run, list and describe workflows on a server,
+show its health and explain its authorization decisions (`authz.py`).
 
 Start-up time is part of the contract: this module imports typer, the standard library and the
 dependency-free `nexus.errors` only; each command imports the client, rich or the app stack itself.
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from nexus.channels.cli.authz import authz_app
 from nexus.channels.cli.problem import Failure, failure_from_error
 from nexus.errors import AuthenticationError, InternalError, InvalidInputError, NexusError
 
@@ -35,6 +37,7 @@ app = typer.Typer(
 )
 workflows_app = typer.Typer(help="Workflows on the server.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(workflows_app, name="workflows")
+app.add_typer(authz_app, name="authz")
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +348,29 @@ def whoami(ctx: typer.Context, as_json: JsonFlag = False) -> None:
             f"User: {name} ({document.get('id')}, {document.get('kind')})",
             f"Roles: {', '.join(map(str, roles)) or 'none'}",
             f"Authenticated: {moment(document.get('auth_time'))}",
+            f"Server: {remote.url}",
+        ]
+        for line in lines:
+            typer.echo(safe(line).plain)
+
+
+@app.command()
+def health(ctx: typer.Context, as_json: JsonFlag = False) -> None:
+    """Show the server's health: status, version, workflows served, readiness."""
+    with reporting(as_json=as_json):
+        remote: Remote = ctx.obj
+        with remote.client() as client:
+            document = client.health()
+        if as_json:
+            _show(True, document, "")
+            return
+        from nexus.channels.cli.render import safe
+
+        lines = [
+            f"Status: {document.get('status')}",
+            f"Version: {document.get('version')}",
+            f"Workflows: {document.get('workflows')}",
+            f"Ready: {'yes' if document.get('ready') is True else 'no'}",
             f"Server: {remote.url}",
         ]
         for line in lines:

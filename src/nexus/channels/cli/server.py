@@ -1,7 +1,8 @@
 """The server side of the CLI channel: hot routes under `/cli/v1` that the `nexus` command calls.
 
-Listing and describing are the REST handlers bound to `Channel.CLI`; running takes raw `key=value`
-strings and coerces them by the input schema before the pipeline. Never imports backends.
+Listing, describing, health detail and explain are the REST handlers bound to `Channel.CLI`; running
+takes raw `key=value` strings and coerces them by the input schema before the pipeline. Never
+imports backends.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any
 from nexus.channels import codec
 from nexus.channels.asgi import HotRoute, HttpAnswer, HttpCall, ok, problem
 from nexus.channels.cli.coerce import coerce_params
-from nexus.channels.http import CLI_PREFIX, HttpOptions, WorkflowRoutes
+from nexus.channels.http import CLI_PREFIX, HttpOptions, SurfaceRoutes, WorkflowRoutes
 from nexus.core.pipeline import Pipeline
+from nexus.core.policy.explain import Explainer
 from nexus.core.types import Channel, Invocation
 from nexus.errors import InvalidInputError, NexusError
 
@@ -64,11 +66,15 @@ def _params_of(body: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def cli_routes(pipeline: Pipeline, options: HttpOptions) -> list[HotRoute]:
+def cli_routes(
+    pipeline: Pipeline, options: HttpOptions, *, explainer: Explainer | None = None
+) -> list[HotRoute]:
     """The CLI channel's routes, served under `CLI_PREFIX` on the API port."""
     shared = WorkflowRoutes(pipeline, Channel.CLI, options)
+    surfaces = SurfaceRoutes(pipeline, Channel.CLI, options, explainer)
     return [
         HotRoute("GET", f"{CLI_PREFIX}/workflows", shared.list_workflows),
         HotRoute("GET", f"{CLI_PREFIX}/workflows/{{name}}", shared.describe),
         HotRoute("POST", f"{CLI_PREFIX}/workflows/{{name}}/run", CliRun(pipeline, options).run),
+        *surfaces.routes(health=f"{CLI_PREFIX}/health", explain=f"{CLI_PREFIX}/authz/explain"),
     ]

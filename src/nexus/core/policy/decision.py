@@ -13,7 +13,7 @@ from datetime import tzinfo
 from typing import Any
 
 from nexus.core.policy.abac import Policy, PolicySet, Verdict
-from nexus.core.policy.permission import CHANNEL_WORDS, WILDCARD
+from nexus.core.policy.permission import CHANNEL_WORDS, RESOURCES_SURFACE, WILDCARD
 from nexus.core.policy.rbac import READ, Grant, RoleBook
 from nexus.core.ports import Clock
 from nexus.core.types import Decision, Principal, WorkflowInfo
@@ -92,7 +92,7 @@ class PolicyAuthorizer:
         surface: str | None = None,
         client_addr: str = "",
     ) -> Decision:
-        if workflow is None and surface is None:
+        if workflow is None and surface in (None, RESOURCES_SURFACE):
             return LISTING
         target = self.target(channel, workflow, surface)
         self._sync()
@@ -132,7 +132,11 @@ class PolicyAuthorizer:
     ) -> Explanation:
         """The decision `decide` makes, with the effective roles and every applicable policy's outcome."""
         decision = self.decide(principal, channel, action, workflow, surface=surface, client_addr=client_addr)
-        target = self.target(channel, workflow, surface) if workflow or surface else None
+        target = (
+            self.target(channel, workflow, surface)
+            if workflow or surface not in (None, RESOURCES_SURFACE)
+            else None
+        )
         roles = self._roles_of(principal)
         if target is None:
             return Explanation(decision, "the workflow listing", tuple(sorted(roles or ())), None)
