@@ -134,8 +134,7 @@ class Nexus:
 
         if not isinstance(rbac, RBACManager):
             raise ConfigurationError(f"set_rbac_manager needs an RBACManager, got {type(rbac).__name__}.")
-        self._authz.rbac = rbac
-        self._reauthorize()
+        self._reauthorize(replace(self._authz, rbac=rbac))
 
     def set_abac_engine(self, abac: ABACPolicyEngine) -> None:
         """After RBAC allows a call, every policy of `abac` that applies to it must be satisfied."""
@@ -143,16 +142,18 @@ class Nexus:
 
         if not isinstance(abac, ABACPolicyEngine):
             raise ConfigurationError(f"set_abac_engine needs an ABACPolicyEngine, got {type(abac).__name__}.")
-        self._authz.abac = abac
-        self._reauthorize()
+        self._reauthorize(replace(self._authz, abac=abac))
 
-    def _reauthorize(self) -> None:
+    def _reauthorize(self, authz: Authz) -> None:
+        """Keep `authz` (checked first when serving, so a refused one is not kept) and, when
+        serving, put its decision point in force at once."""
         live = self._assembly
         if live is not None and live.pipeline is not None:
             from nexus.assembly import build_authorizer
 
-            check_authz(self.options, self._authz)
-            live.pipeline.authorizer = build_authorizer(self._authz, live.clock)
+            check_authz(self.options, authz)
+            live.pipeline.authorizer = build_authorizer(authz, live.clock)
+        object.__setattr__(self, "_authz", authz)
 
     # -- serving ---------------------------------------------------------------------------------
 

@@ -287,12 +287,11 @@ def build_authorizer(authz: Authz, clock: Clock) -> Authorizer:
     from nexus.core.policy.decision import PolicyAuthorizer
 
     abac = authz.abac
-    zone = abac.zone if abac is not None else UTC
     return PolicyAuthorizer(
         authz.rbac.book if authz.rbac is not None else None,
         abac.policies if abac is not None else None,
-        abac.clock if abac is not None and abac.clock is not None else clock,
-        zone,
+        abac if abac is not None else clock,  # the engine's now(): its own clock when it has one
+        abac.zone if abac is not None else UTC,
     )
 
 

@@ -35,6 +35,7 @@ from nexus.core.catalog import Catalog
 from nexus.core.pipeline import Pipeline
 from nexus.core.policy.explain import Explainer, ExplainQuery
 from nexus.core.policy.permission import AUTHZ_SURFACE, HEALTH_SURFACE
+from nexus.core.policy.permission import METRICS_SURFACE as METRICS
 from nexus.core.types import Action, Channel, Invocation
 from nexus.errors import InvalidInputError, NexusError
 
@@ -244,12 +245,17 @@ def _guarded_metrics(pipeline: Pipeline, render: Callable[[], tuple[bytes, str]]
             call.credential,
             call.client_addr,
             action=Action.READ,
+            surface=METRICS,
         )
+
+        async def scrape(_: Invocation) -> tuple[bytes, str]:
+            return render()
+
         try:
-            await pipeline.authenticate(invocation)
+            # Series name every workflow called: with roles configured, scraping needs api:read:metrics.
+            body, content_type = await pipeline.inspect(invocation, scrape)
         except NexusError as error:
             return problem(error, request_id, call.path)
-        body, content_type = render()
         return HttpAnswer(200, body, content_type)
 
     return metrics

@@ -8,7 +8,7 @@ next call. Both export and import documents, which `nexus authz explain --draft`
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -26,7 +26,12 @@ class RBACManager:
     """
 
     def __init__(self) -> None:
-        self.book = RoleBook()
+        self._book = RoleBook()
+
+    @property
+    def book(self) -> RoleBook:
+        """The roles the decision point reads (the same object for the manager's whole life)."""
+        return self._book
 
     def create_role(
         self, name: str, permissions: Iterable[str] = (), *, inherits: Iterable[str] = ()
@@ -58,7 +63,7 @@ class RBACManager:
     @classmethod
     def from_document(cls, document: Mapping[str, Any]) -> RBACManager:
         manager = cls()
-        manager.book = RoleBook.from_document(document)
+        manager._book = RoleBook.from_document(document)
         return manager
 
 
@@ -82,7 +87,17 @@ class ABACPolicyEngine:
             ) from exc
         self.time_zone = time_zone
         self.clock = clock
-        self.policies = PolicySet()
+        """Read at every decision, so a test may swap it while serving."""
+        self._policies = PolicySet()
+
+    @property
+    def policies(self) -> PolicySet:
+        """The policies the decision point reads (the same object for the engine's whole life)."""
+        return self._policies
+
+    def now(self) -> datetime:
+        """The time policies see: `clock.now()` when a clock is given, else the system's."""
+        return self.clock.now() if self.clock is not None else datetime.now(UTC)
 
     def add_policy(self, name: str, policy: Mapping[str, Any]) -> Policy:
         """Add a policy: `condition` (parsed and compiled now), `channels` and `resources` (names or
@@ -98,5 +113,5 @@ class ABACPolicyEngine:
     @classmethod
     def from_document(cls, document: Mapping[str, Any], *, clock: Clock | None = None) -> ABACPolicyEngine:
         engine = cls(time_zone=str(document.get("time_zone", "UTC")), clock=clock)
-        engine.policies = PolicySet.from_document(document)
+        engine._policies = PolicySet.from_document(document)
         return engine

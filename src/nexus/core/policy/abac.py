@@ -8,6 +8,7 @@ condition that cannot be decided (a missing attribute) satisfies neither. Import
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from nexus.core.policy.permission import CHANNELS, WILDCARD
 from nexus.errors import ConfigurationError
 
 EFFECTS = ("permit", "deny")
+READ = "read"
 _KEYS = frozenset({"condition", "channels", "resources", "effect", "actions", "description"})
 _REQUIRED = ("condition", "effect")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")
@@ -38,7 +40,9 @@ class Policy:
         """`keys` are the target's names followed by `*` (see `Grants.match`)."""
         if WILDCARD not in self.channels and channel not in self.channels:
             return False
-        if WILDCARD not in self.actions and action not in self.actions:
+        # A policy on reading governs every action too: whoever may not see a thing may not use it.
+        actions = self.actions
+        if WILDCARD not in actions and action not in actions and READ not in actions:
             return False
         resources = self.resources
         return WILDCARD in resources or any(key in resources for key in keys)
@@ -134,6 +138,7 @@ class PolicySet:
         self._policies: dict[str, Policy] = {}
         self.version = 0
         self._applicable: dict[tuple[str, str, tuple[str, ...]], tuple[Policy, ...]] = {}
+        self._lock = threading.Lock()  # changes may come from another thread than the serving loop
 
     def add(self, name: str, spec: Mapping[str, Any]) -> Policy:
         policy = parse_policy(name, spec)
@@ -146,12 +151,14 @@ class PolicySet:
         return policy
 
     def remove(self, name: str) -> bool:
-        removed = self._policies.pop(name, None) is not None
-        self._changed()
+        with self._lock:
+            removed = self._policies.pop(name, None) is not None
+            self._changed()
         return removed
 
     def all(self) -> list[Policy]:
-        return list(self._policies.values())
+        with self._lock:
+            return list(self._policies.values())
 
     def __len__(self) -> int:
         return len(self._policies)
@@ -160,10 +167,11 @@ class PolicySet:
         cache_key = (channel, action, keys)
         found = self._applicable.get(cache_key)
         if found is None:
-            found = tuple(p for p in self._policies.values() if p.applies(channel, action, keys))
-            if len(self._applicable) >= _CACHE_LIMIT:
-                self._applicable.clear()
-            self._applicable[cache_key] = found
+            with self._lock:
+                found = tuple(p for p in self._policies.values() if p.applies(channel, action, keys))
+                if len(self._applicable) >= _CACHE_LIMIT:
+                    self._applicable.clear()
+                self._applicable[cache_key] = found
         return found
 
     def to_document(self) -> dict[str, Any]:

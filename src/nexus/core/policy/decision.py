@@ -9,18 +9,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import tzinfo
-from typing import Any
+from datetime import datetime, tzinfo
+from typing import Any, Protocol
 
 from nexus.core.policy.abac import Policy, PolicySet, Verdict
 from nexus.core.policy.permission import CHANNEL_WORDS, RESOURCES_SURFACE, WILDCARD
 from nexus.core.policy.rbac import READ, Grant, RoleBook
-from nexus.core.ports import Clock
 from nexus.core.types import Decision, Principal, WorkflowInfo
 
 _CACHE_LIMIT = 8192
 LISTING = Decision(allowed=True, reason="listing: each workflow is shown only when it may be read")
 _DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class WallClock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +76,7 @@ class PolicyAuthorizer:
     """RBAC (a `RoleBook`, or none: every role set allowed) then ABAC (a `PolicySet`, or none)."""
 
     def __init__(
-        self, roles: RoleBook | None, policies: PolicySet | None, clock: Clock, zone: tzinfo
+        self, roles: RoleBook | None, policies: PolicySet | None, clock: WallClock, zone: tzinfo
     ) -> None:
         self.book = roles
         self.policies = policies
@@ -266,10 +271,14 @@ class PolicyAuthorizer:
             self._rbac.clear()
             self._allowed.clear()
 
-    def _current_versions(self) -> tuple[int, int]:
+    def _current_versions(self) -> tuple[int, int, int, int]:
+        # The objects' identities too: another book with as many changes is not the same book.
+        book, policies = self.book, self.policies
         return (
-            self.book.version if self.book is not None else 0,
-            self.policies.version if self.policies is not None else 0,
+            id(book),
+            book.version if book is not None else 0,
+            id(policies),
+            policies.version if policies is not None else 0,
         )
 
     @staticmethod

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC as _UTC
+from datetime import UTC, tzinfo
 from types import MappingProxyType
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from nexus.core.auth.ports import UserStore
 from nexus.core.authorization import ALLOW_ALL, Authorizer
@@ -153,7 +154,9 @@ class Explainer:
         except ConfigurationError as error:
             raise InvalidInputError(f"The draft is not valid: {error.message}") from error
         clock = installed.clock if installed is not None else self._clock
-        zone = installed.zone if installed is not None else _UTC
+        zone = installed.zone if installed is not None else UTC
+        if isinstance(draft.get("abac"), Mapping) and "time_zone" in draft["abac"]:
+            zone = _zone(draft["abac"]["time_zone"])
         return PolicyAuthorizer(book or None, policies or None, clock, zone)
 
     async def _principal(self, query: ExplainQuery) -> Principal:
@@ -164,8 +167,11 @@ class Explainer:
                 raise InvalidInputError(f"No user named {query.user[:64]!r}.")
             roles = user.roles | frozenset(query.roles)
             attributes = {**user.attributes, **extra}
+            # The method a login of this user records (auth_method in conditions): "password" for
+            # local accounts, else the provider's name.
+            method = "password" if user.source == "local" else user.source
             return Principal(
-                id=user.user_id, kind=user.source, roles=roles, attributes=attributes, name=user.username
+                id=user.user_id, kind=method, roles=roles, attributes=attributes, name=user.username
             )
         if query.api_key is not None:
             key = await self._keys.get(query.api_key)
@@ -177,6 +183,15 @@ class Explainer:
                 id=f"key:{key.key_id}", kind="api_key", roles=roles, attributes=attributes, name=key.name
             )
         return Principal(id="explain", kind="explain", roles=frozenset(query.roles), attributes=extra)
+
+
+def _zone(name: object) -> tzinfo:
+    try:
+        return ZoneInfo(str(name))
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidInputError(
+            f"The draft's time_zone {str(name)[:64]!r} is not an IANA time zone."
+        ) from exc
 
 
 def _text(body: Mapping[str, Any], name: str) -> str | None:

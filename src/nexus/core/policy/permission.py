@@ -18,6 +18,7 @@ CHANNEL_WORDS = {"api": "workflows", "cli": "commands", "mcp": "tools"}
 RESOURCES_SURFACE = "resources"  # MCP resources: each workflow's description, read-only
 HEALTH_SURFACE = "health"
 AUTHZ_SURFACE = "authz"  # the explain endpoint
+METRICS_SURFACE = "metrics"  # /metrics when auth is on
 
 _ACTION = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _RESOURCE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")

@@ -8,10 +8,12 @@ Imports only core and errors.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from nexus.core.auth.model import username_key
 from nexus.core.policy.permission import CHANNELS, WILDCARD, Permission, parse_permission
 from nexus.core.types import Principal
 from nexus.errors import ConfigurationError
@@ -94,6 +96,9 @@ class RoleBook:
         self.version = 0
         self._effective: dict[tuple[object, ...], frozenset[str]] = {}
         self._grants: dict[frozenset[str], Grants] = {}
+        # Changes may come from another thread than the serving loop's: a change and a cache fill
+        # never interleave, so no view compiled from old roles is stored after a change.
+        self._lock = threading.Lock()
 
     # -- the model ---------------------------------------------------------------------------------
 
@@ -104,26 +109,32 @@ class RoleBook:
             ConfigurationError: a bad name, an existing role, an unknown parent, a bad permission.
         """
         _check_name(name)
-        if name in self._roles:
-            raise ConfigurationError(f"A role named {name!r} exists already; delete it first to redefine it.")
-        if isinstance(permissions, str) or isinstance(inherits, str):
-            raise ConfigurationError(f"Permissions and parents of role {name!r} are lists of strings.")
+        for what, value in (("permissions", permissions), ("inherits", inherits)):
+            if not isinstance(value, (list, tuple)) or not all(isinstance(item, str) for item in value):
+                raise ConfigurationError(f"{what} of role {name!r} must be a list of strings.")
+        parsed = tuple(parse_permission(text) for text in permissions)
         parents = tuple(dict.fromkeys(inherits))
-        unknown = [parent for parent in parents if parent not in self._roles]
-        if unknown:
-            raise ConfigurationError(f"Role {name!r} inherits from undefined role(s) {unknown!r}.")
-        role = Role(name, tuple(parse_permission(text) for text in permissions), parents)
-        self._roles[name] = role
-        self._changed()
+        with self._lock:
+            if name in self._roles:
+                raise ConfigurationError(
+                    f"A role named {name!r} exists already; delete it first to redefine it."
+                )
+            unknown = [parent for parent in parents if parent not in self._roles]
+            if unknown:
+                raise ConfigurationError(f"Role {name!r} inherits from undefined role(s) {unknown!r}.")
+            role = Role(name, parsed, parents)
+            self._roles[name] = role
+            self._changed()
         return role
 
     def remove(self, name: str) -> bool:
         """Delete a role; refused while another role inherits from it."""
-        heirs = sorted(role.name for role in self._roles.values() if name in role.inherits)
-        if heirs:
-            raise ConfigurationError(f"Role {name!r} cannot be deleted: {heirs!r} inherit from it.")
-        removed = self._roles.pop(name, None) is not None
-        self._changed()
+        with self._lock:
+            heirs = sorted(role.name for role in self._roles.values() if name in role.inherits)
+            if heirs:
+                raise ConfigurationError(f"Role {name!r} cannot be deleted: {heirs!r} inherit from it.")
+            removed = self._roles.pop(name, None) is not None
+            self._changed()
         return removed
 
     def assign(
@@ -131,16 +142,18 @@ class RoleBook:
     ) -> None:
         """Give `role` to a username, a directory group (the `groups` attribute) or an API key id."""
         _check_name(role)
-        for holders, holder in self._holders(user, group, api_key):
-            holders.setdefault(holder, set()).add(role)
-        self._changed()
+        with self._lock:
+            for holders, holder in self._holders(user, group, api_key):
+                holders.setdefault(holder, set()).add(role)
+            self._changed()
 
     def unassign(
         self, role: str, *, user: str | None = None, group: str | None = None, api_key: str | None = None
     ) -> None:
-        for holders, holder in self._holders(user, group, api_key):
-            holders.get(holder, set()).discard(role)
-        self._changed()
+        with self._lock:
+            for holders, holder in self._holders(user, group, api_key):
+                holders.get(holder, set()).discard(role)
+            self._changed()
 
     def get(self, name: str) -> Role | None:
         return self._roles.get(name)
@@ -167,7 +180,10 @@ class RoleBook:
     def from_document(cls, document: object) -> RoleBook:
         """A book from `to_document`'s format; parents may be listed after their heirs."""
         book = cls()
+        _known(document, "the role document", ("roles", "assignments"))
         pending = dict(_mapping(_mapping(document, "the role document").get("roles", {}), "roles"))
+        for name, spec in pending.items():
+            _known(spec, f"role {name!r}", ("permissions", "inherits"))
         while pending:
             ready = [
                 name for name, spec in pending.items() if set(_parents(name, spec)) <= book._roles.keys()
@@ -182,6 +198,7 @@ class RoleBook:
                     name, _mapping(spec, f"role {name!r}").get("permissions", []), _parents(name, spec)
                 )
         assignments = _mapping(_mapping(document, "the role document").get("assignments", {}), "assignments")
+        _known(assignments, "assignments", ("users", "groups", "api_keys"))
         for kind, holder_key in (("users", "user"), ("groups", "group"), ("api_keys", "api_key")):
             for holder, held in _mapping(assignments.get(kind, {}), kind).items():
                 if not isinstance(held, list):
@@ -198,16 +215,18 @@ class RoleBook:
         key = (principal.id, principal.kind, principal.name, principal.roles, groups)
         found = self._effective.get(key)
         if found is None:
-            found = self._closure(self._direct(principal, groups))
-            _remember(self._effective, key, found)
+            with self._lock:
+                found = self._closure(self._direct(principal, groups))
+                _remember(self._effective, key, found)
         return found
 
     def grants(self, roles: frozenset[str]) -> Grants:
         """The matcher for one (effective) role set, compiled once per version."""
         found = self._grants.get(roles)
         if found is None:
-            found = Grants((self._roles[name] for name in roles if name in self._roles), roles)
-            _remember(self._grants, roles, found)
+            with self._lock:
+                found = Grants([self._roles[name] for name in roles if name in self._roles], roles)
+                _remember(self._grants, roles, found)
         return found
 
     def _direct(self, principal: Principal, groups: tuple[str, ...]) -> set[str]:
@@ -215,7 +234,7 @@ class RoleBook:
         if principal.kind == "api_key":
             held |= self._keys.get(principal.id.removeprefix("key:"), set())
         elif not principal.is_anonymous and principal.name:
-            held |= self._users.get(principal.name, set())
+            held |= self._users.get(username_key(principal.name), set())
         for group in groups:
             held |= self._groups.get(group, set())
         return held
@@ -235,7 +254,11 @@ class RoleBook:
     ) -> list[tuple[dict[str, set[str]], str]]:
         chosen = [
             (table, holder)
-            for table, holder in ((self._users, user), (self._groups, group), (self._keys, api_key))
+            for table, holder in (
+                (self._users, username_key(user) if isinstance(user, str) else user),
+                (self._groups, group),
+                (self._keys, api_key),
+            )
             if holder is not None
         ]
         if len(chosen) != 1 or not all(isinstance(holder, str) and holder for _, holder in chosen):
@@ -260,6 +283,12 @@ def _mapping(value: object, what: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigurationError(f"{what} must be an object, not {type(value).__name__}.")
     return value
+
+
+def _known(value: object, what: str, keys: tuple[str, ...]) -> None:
+    unknown = sorted(str(key) for key in _mapping(value, what) if key not in keys)
+    if unknown:
+        raise ConfigurationError(f"{what} has unknown key(s) {unknown}; known: {list(keys)}.")
 
 
 def _parents(name: str, spec: object) -> list[str]:
