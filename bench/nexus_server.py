@@ -1,9 +1,10 @@
 """Nexus under test: one `add` workflow, served by `app.start()` in this process.
 
 Run as `python -m bench.nexus_server --api-port P --mcp-port Q --state-dir D [--full]`. With
-`--full`, auth, a never-reached rate limit and monitoring are on, and the API key is written to
-D/api_key before the ports open (the harness waits for the ports, then reads it); the user
-`bench` exists too, for the harness to log in as (the session-token row).
+`--full`, auth, RBAC (50 roles), ABAC (policies that apply to `add` and hold), a never-reached rate
+limit and monitoring are on, and the API key is written to D/api_key before the ports open (the
+harness waits for the ports, then reads it); the user `bench` exists too, for the harness to log in
+as (the session-token row). Key and user hold the role `bench`, allowed through the workflow's tag.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 from pathlib import Path
 
 from nexus import Nexus
+from nexus.enterprise.auth import ABACPolicyEngine, RBACManager
 from nexus.workflow import WorkflowBuilder
 
 # A rate limit per minute far above what one process can serve, so the limiter runs but never denies.
@@ -20,6 +22,61 @@ UNREACHED_RATE_LIMIT = 10_000_000
 # The user the harness logs in as, for the session-token row (a channel token from a login session).
 BENCH_USER = "bench"
 BENCH_PASSWORD = "bench-password-not-secret"  # noqa: S105  # a throwaway bench account
+BENCH_ROLE = "bench"
+# The workflow's tags and metadata: the bench role is granted through a tag, policies read the level.
+TAGS = ("arithmetic", "bench-suite")
+METADATA = {"classification_level": 1, "department": "research"}
+UNRELATED_ROLES = 48
+
+
+def build_rbac() -> RBACManager:
+    """50 roles: the bench role (inheriting a base role) and 48 with permissions that never match."""
+    rbac = RBACManager()
+    rbac.create_role("bench-base", ["api:read:workflows", "api:read:health"])
+    rbac.create_role(
+        BENCH_ROLE, ["cli:execute:arithmetic", "api:execute:arithmetic"], inherits=["bench-base"]
+    )
+    domains = ("finance", "sales", "hr", "ops", "legal", "support")
+    for i in range(UNRELATED_ROLES):
+        domain = domains[i % len(domains)]
+        permissions = [f"api:execute:{domain}_report_{j:02d}" for j in range(6)]
+        permissions += [f"mcp:*:{domain}_tools", f"cli:execute:{domain}_etl", f"*:read:{domain}_dashboards"]
+        rbac.create_role(f"{domain}-{i:02d}", permissions)
+    return rbac
+
+
+def build_abac() -> ABACPolicyEngine:
+    """Three policies that apply to `add` over the API and hold, and two that apply elsewhere."""
+    abac = ABACPolicyEngine()
+    applying = {
+        # All day, so the row never depends on the hour it runs at.
+        "service_hours": (
+            "current_time between 00:00 and 23:59:59",
+            ["api", "cli"],
+            ["arithmetic"],
+            "permit",
+        ),
+        # API keys carry no clearance attribute; the key's roles and the workflow's metadata stand in.
+        "data_access_control": (
+            f"'{BENCH_ROLE}' in user.roles and resource.classification_level <= 2",
+            ["*"],
+            ["bench-suite", "classified_workflows"],
+            "permit",
+        ),
+        "blocked_addresses": ("client_address in ['203.0.113.66', '203.0.113.67']", ["*"], ["*"], "deny"),
+        "location_restricted": ("user.location in ['US', 'EU']", ["mcp"], ["compliance_tools"], "permit"),
+        "business_hours_only": (
+            "current_time between 09:00 and 17:00",
+            ["api", "cli"],
+            ["sensitive_workflows", "financial_data"],
+            "permit",
+        ),
+    }
+    for name, (condition, channels, resources, effect) in applying.items():
+        abac.add_policy(
+            name, {"condition": condition, "channels": channels, "resources": resources, "effect": effect}
+        )
+    return abac
 
 
 def build_app(api_port: int, mcp_port: int, state_dir: Path, *, full: bool) -> Nexus:
@@ -40,12 +97,14 @@ def build_app(api_port: int, mcp_port: int, state_dir: Path, *, full: bool) -> N
     builder.add_node("PythonCodeNode", "add", {"code": "result = a + b"})
     builder.add_input("a", int)
     builder.add_input("b", int)
-    app.register("add", builder.build(), description="Add two integers.")
+    app.register("add", builder.build(), description="Add two integers.", tags=TAGS, metadata=METADATA)
     if full:
+        app.set_rbac_manager(build_rbac())
+        app.set_abac_engine(build_abac())
         # Long enough that no token expires during a run; the harness logs in once.
         app.auth.access_token_duration = 3600
-        issued = asyncio.run(app.create_api_key("bench"))
-        asyncio.run(app.create_user(BENCH_USER, BENCH_PASSWORD, roles=["bench"]))
+        issued = asyncio.run(app.create_api_key("bench", roles=[BENCH_ROLE]))
+        asyncio.run(app.create_user(BENCH_USER, BENCH_PASSWORD, roles=[BENCH_ROLE]))
         (state_dir / "api_key").write_text(issued.plaintext)
     return app
 
@@ -56,7 +115,9 @@ def main() -> None:
     parser.add_argument("--mcp-port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument(
-        "--full", action="store_true", help="auth + rate limit + monitoring (audit is always on)"
+        "--full",
+        action="store_true",
+        help="auth + RBAC + ABAC + rate limit + monitoring (audit is always on)",
     )
     args = parser.parse_args()
     app = build_app(args.api_port, args.mcp_port, args.state_dir, full=args.full)
