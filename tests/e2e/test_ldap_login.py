@@ -19,7 +19,7 @@ from tests.support.ldap import PASSWORDS, LdapServer
 
 from nexus import Nexus, RunningNexus
 from nexus.core.types import Channel, Outcome
-from nexus.enterprise.auth import EnterpriseAuthProvider, MultiFactorAuth
+from nexus.enterprise.auth import ABACPolicyEngine, EnterpriseAuthProvider, MultiFactorAuth, RBACManager
 from nexus.testing.clients import ChannelClient
 
 ClientFactory = Callable[..., ChannelClient]
@@ -35,11 +35,13 @@ def _provider(ldap_server: LdapServer, **extra: Any) -> EnterpriseAuthProvider:
 
 @pytest.fixture
 def ldap_app(auth_app: StartAuthApp, ldap_server: LdapServer) -> Callable[..., Any]:
-    async def start(*, mfa: bool = False) -> RunningNexus:
+    async def start(*, mfa: bool = False, configure: Callable[[Nexus], None] | None = None) -> RunningNexus:
         def setup(app: Nexus) -> None:
             app.auth.provider = _provider(ldap_server, enable_mfa=mfa)
             if mfa:
                 app.auth.mfa = MultiFactorAuth(methods=["totp"], required_for=["api", "cli", "mcp"])
+            if configure is not None:
+                configure(app)
 
         return await auth_app(setup, users={})
 
@@ -85,3 +87,31 @@ async def test_a_directory_user_enrolls_and_answers_a_second_factor(
     grant = await answer_mfa(server, channel, first.body["challenge_id"], code)
     assert grant.status == 200, grant.body
     assert (await client(channel, server, grant.body["access_token"]).execute("add", {"a": 1, "b": 1})).ok
+
+
+async def test_a_role_assigned_to_a_directory_group_and_a_policy_on_a_directory_attribute_decide(
+    ldap_app: Callable[..., Any], channel: Channel, client: ClientFactory
+) -> None:
+    def authorization(app: Nexus) -> None:
+        rbac = RBACManager()
+        rbac.create_role("calculator", [f"{channel.value}:execute:math"])
+        rbac.assign_role("calculator", group="developers")  # a directory group, mapped to no role here
+        app.set_rbac_manager(rbac)
+        abac = ABACPolicyEngine()
+        abac.add_policy(
+            "us_only", {"condition": "user.l in ['US']", "resources": ["math"], "effect": "permit"}
+        )
+        app.set_abac_engine(abac)
+
+    server = await ldap_app(configure=authorization)
+    outcomes = {}
+    for uid in ("alice", "bob", "carol"):  # developers in the US, developers in the EU, no group
+        grant = await login(server, channel, uid, PASSWORDS[uid])
+        assert grant.status == 200, grant.body
+        reply = await client(channel, server, grant.body["access_token"]).execute("add", {"a": 1, "b": 2})
+        outcomes[uid] = reply.outcome
+    assert outcomes == {"alice": Outcome.SUCCESS, "bob": Outcome.NOT_FOUND, "carol": Outcome.NOT_FOUND}
+    reasons = {r.reason for r in await server.app.audit_log(workflow="add")}
+    granted = f"allowed: role 'calculator' grants '{channel.value}:execute:math'"
+    assert f"{granted}; policy 'us_only' (permit) satisfied" in reasons
+    assert "denied: policy 'us_only' (permit) did not hold" in reasons

@@ -111,6 +111,7 @@ async def test_alice_logs_in_with_roles_and_attributes_over_each_transport(
         "l": "US",
         "departmentNumber": "eng",
         "employeeType": "full-time",
+        "groups": ("admins", "developers"),  # every group, mapped to a role or not
     }
 
 
@@ -130,6 +131,10 @@ async def test_each_user_gets_the_roles_of_their_mapped_groups_only(
     bob = roles["bob"]
     assert bob is not None
     assert bob.attributes["l"] == "EU"
+    carol = roles["carol"]
+    assert carol is not None
+    assert carol.roles == set()
+    assert "groups" in carol.attributes  # present even when no group maps to a role
     assert "employeeType" not in bob.attributes
 
 

@@ -330,15 +330,15 @@ class LdapDirectory:
                 entry = entries[0]
                 if not self._bind_succeeds(entry["dn"], password):
                     return None
-                roles = self._roles(searcher, base, entry)
+                groups = self._groups(searcher, base, entry)
         except (LDAPException, OSError) as exc:
             _unavailable(self._settings, "connection or TLS failed", exc)
         return ExternalIdentity(
             source="ldap",
             subject=entry["dn"],
             username=str(_unwrap(entry["attributes"].get(self._settings.username_attribute)) or username),
-            roles=roles,
-            attributes=MappingProxyType(self._identity_attributes(entry)),
+            roles=frozenset(self._role(name) for name in groups) - {""},
+            attributes=MappingProxyType({**self._identity_attributes(entry), "groups": groups}),
         )
 
     @contextlib.contextmanager
@@ -431,7 +431,8 @@ class LdapDirectory:
             _log.warning("LDAP user_filter matched more than one entry; the login is refused")
         return entries
 
-    def _roles(self, service: Connection, user_base: str, entry: Mapping[str, Any]) -> frozenset[str]:
+    def _groups(self, service: Connection, user_base: str, entry: Mapping[str, Any]) -> tuple[str, ...]:
+        """The cn of every group the user is in (RBAC assigns roles to them; ABAC reads user.groups)."""
         settings = self._settings
         if settings.member_of_attribute:
             group_dns = _values(entry["attributes"].get(settings.member_of_attribute))
@@ -447,7 +448,7 @@ class LdapDirectory:
                 if item.get("type") == "searchResEntry"
                 for name in _values(item["attributes"].get("cn"))
             ]
-        return frozenset(self._role(name) for name in names) - {""}
+        return tuple(sorted(set(names)))
 
     def _role(self, group: str) -> str:
         mapped = self._role_of.get(group.casefold())
