@@ -9,20 +9,26 @@ and absent from listings). Time policies run on a controlled clock, before and a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import runpy
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 import pytest_asyncio
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 from tests.e2e.identity import PASSWORD, login
 
 from nexus import Nexus, RunningNexus
 from nexus.core.types import Channel, Outcome
 from nexus.testing import client_for
+from nexus.testing.clients import CliClient
 from nexus.testing.clock import FakeClock
 from nexus.workflow.builder import WorkflowBuilder
 
@@ -106,9 +112,9 @@ def _permits(permission: str, channel: str, action: str, names: Iterable[str]) -
     )
 
 
-def _policies_hold(user: str, channel: str, workflow: str, clock_time: time) -> bool:
+def _policies_hold(user: str, channel: str, workflow: str, clock_time: time, word: str) -> bool:
     tags, metadata = WORKFLOWS[workflow]
-    names = {workflow, *tags, WORDS[channel]}
+    names = {workflow, *tags, word}
     attributes = USERS[user][1]
     checks = []
     if channel in ("api", "cli") and names & {"sensitive_workflows", "financial_data"}:
@@ -128,12 +134,15 @@ def oracle(
     action: str,
     table: Mapping[str, tuple[list[str], list[str]]],
     at: time,
+    word: str | None = None,
 ) -> str:
+    """`word` is the surface's name for all workflows: the channel's, or "resources" on MCP."""
+    word = word or WORDS[channel]
     tags, _ = WORKFLOWS[workflow]
-    names = {workflow, *tags, WORDS[channel]}
+    names = {workflow, *tags, word}
     permissions = [p for role in _held(user, table) for p in table.get(role, ([], []))[0]]
     readable = any(_permits(p, channel, "read", names) for p in permissions) and _policies_hold(
-        user, channel, workflow, at
+        user, channel, workflow, at, word
     )
     if action == "read":
         return "allow" if readable else "invisible"
@@ -292,3 +301,78 @@ async def test_each_decision_is_audited_with_its_reason(served: Served) -> None:
     assert by_workflow[("secret_plans", Outcome.NOT_FOUND)] == (
         "denied: policy 'data_access_control' (permit) undecided: missing user.clearance_level"
     )
+
+
+def _health_oracle(user: str, channel: str, table: Mapping[str, tuple[list[str], list[str]]]) -> str:
+    """No policy names the health surface: the permission table alone decides."""
+    permissions = [p for role in _held(user, table) for p in table.get(role, ([], []))[0]]
+    return "allow" if any(_permits(p, channel, "read", {"health"}) for p in permissions) else "deny"
+
+
+async def _health(served: Served, channel: Channel, user: str) -> str:
+    token = served.tokens[(user, channel)]
+    if channel is Channel.API:
+        async with httpx2.AsyncClient(timeout=30) as http:
+            answer = await http.get(
+                f"{served.server.api_url}/health/detail", headers={"authorization": f"Bearer {token}"}
+            )
+        assert answer.status_code in (200, 403), answer.text
+        return "allow" if answer.status_code == 200 else "deny"
+    if channel is Channel.CLI:
+        code, _, err = await CliClient(served.server.api_url, token).run("health", "--json")
+        assert code in (0, 77), err
+        return "allow" if code == 0 else "deny"
+    async with _mcp(served, token) as client:
+        try:
+            await client.read_resource("nexus://health")
+        except MCPError as error:
+            refused = error.error.data["code"]
+        else:
+            return "allow"
+    assert refused == "forbidden"
+    return "deny"
+
+
+@contextlib.asynccontextmanager
+async def _mcp(served: Served, token: str) -> AsyncIterator[Any]:
+    headers = {"authorization": f"Bearer {token}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as http,
+        Client(streamable_http_client(served.server.mcp_url, http_client=http)) as client,
+    ):
+        yield client
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("channel", list(Channel), ids=[c.value for c in Channel])
+async def test_health_detail_follows_the_permission_table_on_every_channel(
+    served: Served, channel: Channel
+) -> None:
+    seen = dict(
+        zip(USERS, await asyncio.gather(*(_health(served, channel, user) for user in USERS)), strict=True)
+    )
+    expected = {user: _health_oracle(user, channel.value, served.table) for user in USERS}
+    assert seen == expected
+    assert set(expected.values()) == {"allow", "deny"}
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_mcp_resources_list_the_workflows_each_user_may_read_as_resources(served: Served) -> None:
+    for user in USERS:
+        async with _mcp(served, served.tokens[(user, Channel.MCP)]) as client:
+            listing = await client.list_resources()
+        listed = {
+            str(r.uri).removeprefix("nexus://workflows/")
+            for r in listing.resources
+            if "workflows" in str(r.uri)
+        }
+        expected = {
+            w
+            for w in WORKFLOWS
+            if oracle(user, "mcp", w, "read", served.table, time(10, 30), "resources") == "allow"
+        }
+        assert listed == expected, user
+    # The executive's mcp:read:resources shows workflow descriptions, but not one tool.
+    assert oracle("exec_us", "mcp", "status", "read", served.table, time(10, 30), "resources") == "allow"
+    assert oracle("exec_us", "mcp", "status", "read", served.table, time(10, 30)) == "invisible"
