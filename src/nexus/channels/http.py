@@ -248,14 +248,12 @@ def _guarded_metrics(pipeline: Pipeline, render: Callable[[], tuple[bytes, str]]
             surface=METRICS,
         )
 
-        async def scrape(_: Invocation) -> tuple[bytes, str]:
-            return render()
-
         try:
             # Series name every workflow called: with roles configured, scraping needs api:read:metrics.
-            body, content_type = await pipeline.inspect(invocation, scrape)
+            await pipeline.admit(invocation)
         except NexusError as error:
             return problem(error, request_id, call.path)
+        body, content_type = render()
         return HttpAnswer(200, body, content_type)
 
     return metrics

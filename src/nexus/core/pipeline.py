@@ -162,12 +162,24 @@ class Pipeline:
 
     async def authenticate(self, invocation: Invocation) -> Invocation:
         """Identify only (for transports that must refuse before parsing); failures are audited."""
+        return await self._admit(invocation, authorize=False)
+
+    async def admit(self, invocation: Invocation) -> Invocation:
+        """Identify and authorize on `invocation.surface`, for endpoints machines poll (/metrics):
+        refusals are audited, admissions are not, and the rate limit does not apply."""
+        return await self._admit(invocation, authorize=True)
+
+    async def _admit(self, invocation: Invocation, *, authorize: bool) -> Invocation:
         trail = _Trail(invocation)
         started = self._clock.monotonic()
         try:
-            return await self._identify_or_count(invocation)
+            invocation = trail.invocation = await self._identify_or_count(invocation)
+            if authorize:
+                self._authorize(invocation, trail)
+            return invocation
         except NexusError as exc:
-            trail.outcome, trail.error_code, trail.reason = outcome_of(exc), exc.code, exc.message
+            trail.outcome, trail.error_code = outcome_of(exc), exc.code
+            trail.reason = trail.reason or exc.message
             await self._finish(trail, started)
             raise
 

@@ -39,6 +39,7 @@ ROLES = {
     "cli_health": ["cli:read:health"],
     "auditor": ["api:explain:authz", "cli:explain:authz"],
     "stranger": ["api:read:add", "api:execute:add"],
+    "scraper": ["api:read:metrics"],
 }
 # Where each HTTP-borne channel serves the two surfaces.
 HEALTH = {Channel.API: "/health/detail", Channel.CLI: "/cli/v1/health"}
@@ -386,3 +387,15 @@ async def test_a_bad_explain_body_from_a_caller_who_may_not_explain_answers_403(
     assert response.status_code == 403
     [record] = await s.records("_authz", request_id(response))
     assert record.outcome == Outcome.FORBIDDEN
+
+
+async def test_metrics_need_read_on_metrics_when_roles_are_set_and_refusals_are_audited(s: Served) -> None:
+    allowed = await s.call("GET", "/metrics", "scraper")
+    refused = await s.call("GET", "/metrics", "reader")
+    assert allowed.status_code == 200
+    assert "nexus_channel_requests_total" in allowed.text
+    assert refused.status_code == 403
+    assert refused.json()["code"] == "forbidden"
+    records = await s.records("_metrics", refused.headers["x-request-id"])
+    assert [r.outcome for r in records] == [Outcome.FORBIDDEN]
+    assert "(reader) allows api:read on the metrics surface" in records[0].reason
