@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nexus.core.policy.condition import Condition, compile_condition
+from nexus.core.policy.memo import memo_table, remember
 from nexus.core.policy.permission import CHANNELS, WILDCARD
 from nexus.errors import ConfigurationError
 
@@ -23,7 +25,8 @@ _KEYS = frozenset({"condition", "channels", "resources", "effect", "actions", "d
 _REQUIRED = ("condition", "effect")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")
 _ACTION = re.compile(r"[a-z][a-z0-9_]{0,31}")
-_CACHE_LIMIT = 4096
+_CACHE_LIMIT = 65_536
+_TIME_PATHS = frozenset({"env.current_time", "env.current_day", "env.current_date"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,14 @@ class Policy:
     effect: str
     actions: frozenset[str] = frozenset({WILDCARD})
     description: str = ""
+    permits: bool = field(init=False)
+    """The condition value that satisfies this policy: True for permit, False for deny."""
+    reads_time: bool = field(init=False)
+    """Whether the condition reads the time (so the clock is read only for such policies)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "permits", self.effect == "permit")
+        object.__setattr__(self, "reads_time", not _TIME_PATHS.isdisjoint(self.condition.paths))
 
     def applies(self, channel: str, action: str, keys: tuple[str, ...]) -> bool:
         """`keys` are the target's names followed by `*` (see `Grants.match`)."""
@@ -45,7 +56,7 @@ class Policy:
         if WILDCARD not in actions and action not in actions and READ not in actions:
             return False
         resources = self.resources
-        return WILDCARD in resources or any(key in resources for key in keys)
+        return WILDCARD in resources or not resources.isdisjoint(keys)
 
     def to_spec(self) -> dict[str, Any]:
         """The policy as `add_policy` takes it."""
@@ -132,22 +143,24 @@ def _names(policy: str, key: str, value: object, valid: Any) -> frozenset[str]:
 
 
 class PolicySet:
-    """Named policies, in the order added; `applicable` is cached per target and version."""
+    """Named policies, in the order added, indexed by channel and resource for `applicable`."""
 
     def __init__(self) -> None:
         self._policies: dict[str, Policy] = {}
         self.version = 0
-        self._applicable: dict[tuple[str, str, tuple[str, ...]], tuple[Policy, ...]] = {}
+        self._index: dict[tuple[str, str], list[tuple[int, Policy]]] = {}
+        self._applicable: OrderedDict[tuple[str, str, tuple[str, ...]], tuple[Policy, ...]] = memo_table()
         self._lock = threading.Lock()  # changes may come from another thread than the serving loop
 
     def add(self, name: str, spec: Mapping[str, Any]) -> Policy:
         policy = parse_policy(name, spec)
-        if name in self._policies:
-            raise ConfigurationError(
-                f"A policy named {name!r} exists already; remove it first to replace it."
-            )
-        self._policies[name] = policy
-        self._changed()
+        with self._lock:
+            if name in self._policies:
+                raise ConfigurationError(
+                    f"A policy named {name!r} exists already; remove it first to replace it."
+                )
+            self._policies[name] = policy
+            self._changed()
         return policy
 
     def remove(self, name: str) -> bool:
@@ -164,15 +177,22 @@ class PolicySet:
         return len(self._policies)
 
     def applicable(self, channel: str, action: str, keys: tuple[str, ...]) -> tuple[Policy, ...]:
+        """The policies that apply, in the order added; `keys` end with `*` (see `Grants.match`)."""
         cache_key = (channel, action, keys)
         found = self._applicable.get(cache_key)
         if found is None:
             with self._lock:
-                found = tuple(p for p in self._policies.values() if p.applies(channel, action, keys))
-                if len(self._applicable) >= _CACHE_LIMIT:
-                    self._applicable.clear()
-                self._applicable[cache_key] = found
+                found = remember(
+                    self._applicable, cache_key, self._lookup(channel, action, keys), _CACHE_LIMIT
+                )
         return found
+
+    def _lookup(self, channel: str, action: str, keys: tuple[str, ...]) -> tuple[Policy, ...]:
+        candidates: dict[int, Policy] = {}
+        for named in (channel, WILDCARD):
+            for key in keys:
+                candidates.update(self._index.get((named, key), ()))
+        return tuple(p for _, p in sorted(candidates.items()) if p.applies(channel, action, keys))
 
     def to_document(self) -> dict[str, Any]:
         return {"policies": {policy.name: policy.to_spec() for policy in self.all()}}
@@ -191,3 +211,9 @@ class PolicySet:
     def _changed(self) -> None:
         self.version += 1
         self._applicable.clear()
+        index: dict[tuple[str, str], list[tuple[int, Policy]]] = {}
+        for position, policy in enumerate(self._policies.values()):
+            for channel in policy.channels:
+                for resource in policy.resources:
+                    index.setdefault((channel, resource), []).append((position, policy))
+        self._index = index

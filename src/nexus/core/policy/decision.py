@@ -7,17 +7,19 @@ attributes (time, address, user) change. `explain` gives the same decision with 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any, Protocol
 
 from nexus.core.policy.abac import Policy, PolicySet, Verdict
+from nexus.core.policy.memo import memo_table, remember
 from nexus.core.policy.permission import CHANNEL_WORDS, RESOURCES_SURFACE, WILDCARD
 from nexus.core.policy.rbac import READ, Grant, RoleBook
 from nexus.core.types import Decision, Principal, WorkflowInfo
 
-_CACHE_LIMIT = 8192
+_CACHE_LIMIT = 65_536
 LISTING = Decision(allowed=True, reason="listing: each workflow is shown only when it may be read")
 _DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
@@ -82,9 +84,9 @@ class PolicyAuthorizer:
         self.policies = policies
         self.clock = clock
         self.zone = zone
-        self._targets: dict[tuple[str, str, str | None], Target] = {}
-        self._rbac: dict[tuple[object, ...], _Rbac] = {}
-        self._allowed: dict[tuple[object, ...], Decision] = {}
+        self._targets: OrderedDict[tuple[str, str, str | None], Target] = memo_table()
+        self._rbac: OrderedDict[tuple[object, ...], _Rbac] = memo_table()
+        self._allowed: OrderedDict[tuple[object, ...], Decision] = memo_table()
         self._versions = self._current_versions()
 
     def decide(
@@ -104,26 +106,25 @@ class PolicyAuthorizer:
         roles = self._roles_of(principal)
         rbac = self._rbac_part(roles, channel, action, target)
         if not rbac.allowed:
-            visible = rbac.readable and self._policies_pass(
-                principal, roles, channel, READ, target, client_addr
+            return Decision(
+                allowed=False,
+                reason=rbac.reason,
+                visible=rbac.readable and self._readable(principal, roles, channel, target, client_addr),
             )
-            return Decision(allowed=False, reason=rbac.reason, visible=visible)
         policies = self._applicable(channel, action, target)
         if not policies:
-            return self._allow(roles, channel, action, target, rbac)
-        context = self._context(principal, roles, channel, client_addr, target)
+            return self._allow(roles, channel, action, target, rbac, policies)
+        context = self._context(principal, roles, channel, client_addr, target, policies)
         for policy in policies:
-            verdict = Verdict(policy, policy.condition.evaluate(context))
-            if not verdict.satisfied:
+            held = policy.condition.evaluate(context)
+            if held is not policy.permits:
+                verdict = Verdict(policy, held)
                 reason = f"denied: {verdict.describe(policy.condition.missing(context))}"
                 # Policies decide visibility too: denied on read is invisible; on another action,
                 # it is forbidden only while the same caller may still read the target.
-                visible = action != READ and self._policies_pass(
-                    principal, roles, channel, READ, target, client_addr
-                )
+                visible = action != READ and self._readable(principal, roles, channel, target, client_addr)
                 return Decision(allowed=False, reason=reason, visible=visible)
-        held = "; ".join(f"policy {p.name!r} ({p.effect}) satisfied" for p in policies)
-        return Decision(allowed=True, reason=f"{rbac.reason}; {held}")
+        return self._allow(roles, channel, action, target, rbac, policies)
 
     def explain(
         self,
@@ -146,9 +147,10 @@ class PolicyAuthorizer:
         if target is None:
             return Explanation(decision, "the workflow listing", tuple(sorted(roles or ())), None)
         rbac = self._rbac_part(roles, channel, action, target)
-        context = self._context(principal, roles, channel, client_addr, target)
+        applicable = self._applicable(channel, action, target)
+        context = self._context(principal, roles, channel, client_addr, target, applicable)
         rows = []
-        for policy in self._applicable(channel, action, target):
+        for policy in applicable:
             verdict = Verdict(policy, policy.condition.evaluate(context))
             rows.append(
                 {
@@ -179,10 +181,7 @@ class PolicyAuthorizer:
             attributes = {**workflow.attributes, "name": workflow.name, "tags": workflow.tags}
             label = f"workflow {workflow.name!r}" + (f" as {surface}" if surface else "")
             found = Target(label, keys, attributes)
-        if len(self._targets) >= _CACHE_LIMIT:
-            self._targets.clear()
-        self._targets[cache_key] = found
-        return found
+        return remember(self._targets, cache_key, found, _CACHE_LIMIT)
 
     # -- parts -------------------------------------------------------------------------------------
 
@@ -193,8 +192,7 @@ class PolicyAuthorizer:
         key = (roles, channel, action, target.keys)
         found = self._rbac.get(key)
         if found is None:
-            found = self._judge_roles(roles, channel, action, target)
-            self._remember(self._rbac, key, found)
+            found = remember(self._rbac, key, self._judge_roles(roles, channel, action, target), _CACHE_LIMIT)
         return found
 
     def _judge_roles(self, roles: frozenset[str] | None, channel: str, action: str, target: Target) -> _Rbac:
@@ -212,32 +210,41 @@ class PolicyAuthorizer:
         return _Rbac(False, None, readable, reason)
 
     def _allow(
-        self, roles: frozenset[str] | None, channel: str, action: str, target: Target, rbac: _Rbac
+        self,
+        roles: frozenset[str] | None,
+        channel: str,
+        action: str,
+        target: Target,
+        rbac: _Rbac,
+        policies: tuple[Policy, ...],
     ) -> Decision:
+        """The allowing decision, reason included, built once per role set, target and action."""
         key = (roles, channel, action, target.keys)
         found = self._allowed.get(key)
         if found is None:
-            found = Decision(allowed=True, reason=rbac.reason)
-            self._remember(self._allowed, key, found)
+            held = "".join(f"; policy {p.name!r} ({p.effect}) satisfied" for p in policies)
+            found = remember(
+                self._allowed, key, Decision(allowed=True, reason=rbac.reason + held), _CACHE_LIMIT
+            )
         return found
 
     def _applicable(self, channel: str, action: str, target: Target) -> tuple[Policy, ...]:
         return self.policies.applicable(channel, action, target.keys) if self.policies else ()
 
-    def _policies_pass(
+    def _readable(
         self,
         principal: Principal,
         roles: frozenset[str] | None,
         channel: str,
-        action: str,
         target: Target,
         client_addr: str,
     ) -> bool:
-        policies = self._applicable(channel, action, target)
+        """Whether the policies on reading `target` let this caller see it (RBAC aside)."""
+        policies = self._applicable(channel, READ, target)
         if not policies:
             return True
-        context = self._context(principal, roles, channel, client_addr, target)
-        return all(Verdict(p, p.condition.evaluate(context)).satisfied for p in policies)
+        context = self._context(principal, roles, channel, client_addr, target, policies)
+        return all(p.condition.evaluate(context) is p.permits for p in policies)
 
     def _context(
         self,
@@ -246,8 +253,8 @@ class PolicyAuthorizer:
         channel: str,
         client_addr: str,
         target: Target,
+        policies: tuple[Policy, ...],
     ) -> dict[str, Mapping[str, Any]]:
-        now = self.clock.now().astimezone(self.zone)
         user = {
             **principal.attributes,
             "id": principal.id,
@@ -255,13 +262,12 @@ class PolicyAuthorizer:
             "roles": roles if roles is not None else principal.roles,
             "auth_method": principal.kind,
         }
-        env = {
-            "current_time": now.timetz().replace(tzinfo=None),
-            "current_day": _DAYS[now.weekday()],
-            "current_date": now.date().isoformat(),
-            "channel": channel,
-            "client_address": client_addr or None,
-        }
+        env: dict[str, Any] = {"channel": channel, "client_address": client_addr or None}
+        if any(policy.reads_time for policy in policies):  # the clock only when a policy reads it
+            now = self.clock.now().astimezone(self.zone)
+            env["current_time"] = now.time()
+            env["current_day"] = _DAYS[now.weekday()]
+            env["current_date"] = now.date().isoformat()
         return {"user": user, "resource": target.attributes, "env": env}
 
     def _sync(self) -> None:
@@ -280,9 +286,3 @@ class PolicyAuthorizer:
             id(policies),
             policies.version if policies is not None else 0,
         )
-
-    @staticmethod
-    def _remember(cache: dict[tuple[object, ...], Any], key: tuple[object, ...], value: Any) -> None:
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        cache[key] = value

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from nexus.core.auth.model import username_key
+from nexus.core.policy.memo import memo_table, remember
 from nexus.core.policy.permission import CHANNELS, WILDCARD, Permission, parse_permission
 from nexus.core.types import Principal
 from nexus.errors import ConfigurationError
 
-K = TypeVar("K")
-V = TypeVar("V")
 READ = "read"
 _ROLE_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,128}")
-_CACHE_LIMIT = 4096
+_CACHE_LIMIT = 16_384
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +94,8 @@ class RoleBook:
         self._groups: dict[str, set[str]] = {}
         self._keys: dict[str, set[str]] = {}
         self.version = 0
-        self._effective: dict[tuple[object, ...], frozenset[str]] = {}
-        self._grants: dict[frozenset[str], Grants] = {}
+        self._effective: OrderedDict[tuple[object, ...], frozenset[str]] = memo_table()
+        self._grants: OrderedDict[frozenset[str], Grants] = memo_table()
         # Changes may come from another thread than the serving loop's: a change and a cache fill
         # never interleave, so no view compiled from old roles is stored after a change.
         self._lock = threading.Lock()
@@ -217,7 +217,7 @@ class RoleBook:
         if found is None:
             with self._lock:
                 found = self._closure(self._direct(principal, groups))
-                _remember(self._effective, key, found)
+                remember(self._effective, key, found, _CACHE_LIMIT)
         return found
 
     def grants(self, roles: frozenset[str]) -> Grants:
@@ -226,7 +226,7 @@ class RoleBook:
         if found is None:
             with self._lock:
                 found = Grants([self._roles[name] for name in roles if name in self._roles], roles)
-                _remember(self._grants, roles, found)
+                remember(self._grants, roles, found, _CACHE_LIMIT)
         return found
 
     def _direct(self, principal: Principal, groups: tuple[str, ...]) -> set[str]:
@@ -271,12 +271,6 @@ class RoleBook:
         self.version += 1
         self._effective.clear()
         self._grants.clear()
-
-
-def _remember(cache: dict[K, V], key: K, value: V) -> None:
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()  # a burst of distinct principals costs a recompile, never unbounded memory
-    cache[key] = value
 
 
 def _mapping(value: object, what: str) -> Mapping[str, Any]:
