@@ -1,12 +1,11 @@
 """The ABAC condition language: parse and compile a condition once, evaluate it per request.
 
 Evaluation is three-valued and reads context values only through `Mapping.get`, never attributes.
-Imports lark, the standard library and `nexus.errors` only.
+Imports lark, the standard library, its sibling `value` (the semantics of values) and errors.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
 import operator
 import re
@@ -17,6 +16,21 @@ from typing import Any, Final, cast
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
+from nexus.core.policy.value import (
+    COERCE,
+    KIND_OF,
+    ORDERED,
+    STR,
+    Getter,
+    as_number,
+    as_time,
+    between,
+    compare,
+    member,
+    members_of,
+    scalar,
+    walker,
+)
 from nexus.errors import ConfigurationError
 
 MAX_CONDITION_CHARS: Final = 4096
@@ -26,7 +40,6 @@ ROOTS: Final = ("user", "resource", "env")
 ENV_NAMES: Final = ("current_time", "current_day", "channel", "client_address")
 
 _Test = Callable[[Mapping[str, Any]], bool | None]
-_Getter = Callable[[Mapping[str, Any]], Any]
 
 
 class ConditionError(ConfigurationError):
@@ -60,7 +73,7 @@ class Condition:
 
     def missing(self, context: Mapping[str, Any]) -> tuple[str, ...]:
         """Name the referenced paths that the context lacks (absent or None), sorted."""
-        return tuple(p for p in sorted(self.paths) if _walker(tuple(p.split(".")))(context) is None)
+        return tuple(p for p in sorted(self.paths) if walker(tuple(p.split(".")))(context) is None)
 
 
 def compile_condition(text: str) -> Condition:
@@ -191,146 +204,6 @@ def _check_nesting(tree: Tree[Token]) -> None:
         stack.extend((child, depth) for child in node.children if isinstance(child, Tree))
 
 
-# --- Values -------------------------------------------------------------------------------------
-
-_NUM, _STR, _BOOL, _TIME = "number", "string", "boolean", "time"
-_KIND_OF: Final[dict[type, str]] = {int: _NUM, float: _NUM, str: _STR, bool: _BOOL, _dt.time: _TIME}
-_ORDERED: Final = frozenset({_NUM, _TIME})
-_DECIMAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
-_CLOCK = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?")
-_COLLECTIONS: Final = (list, tuple, set, frozenset)
-
-
-def _as_number(text: str) -> int | float | None:
-    if _DECIMAL.fullmatch(text) is None:
-        return None
-    if "." in text:
-        return float(text)
-    try:
-        return int(text)
-    except ValueError:  # beyond int's digit limit
-        return float(text)
-
-
-def _as_time(text: str) -> _dt.time | None:
-    match = _CLOCK.fullmatch(text)
-    if match is None:
-        return None
-    hour, minute, second = match.groups()
-    return _dt.time(int(hour), int(minute), int(second or 0))
-
-
-_COERCE: Final[dict[str, Callable[[str], Any]]] = {_NUM: _as_number, _TIME: _as_time}
-
-
-def _scalar(value: Any) -> Any:
-    """Reduce a context value to an exact int, float, bool, str or naive time; anything else to None."""
-    kind = type(value)
-    if kind is str or kind is int or kind is float or kind is bool:
-        return value
-    if kind is _dt.datetime:
-        return value.time()
-    if kind is _dt.time:
-        return value if value.tzinfo is None else value.replace(tzinfo=None)
-    if value is None:
-        return None
-    # Subclasses (IntEnum, StrEnum, ...) are read through the base type's slots: no user code runs.
-    return _scalar_subclass(value)
-
-
-def _scalar_subclass(value: Any) -> Any:
-    kind = type(value)
-    if issubclass(kind, str):
-        return str.__str__(value)
-    if issubclass(kind, int):
-        return int.__int__(value)
-    if issubclass(kind, float):
-        return float.__float__(value)
-    if issubclass(kind, _dt.datetime):
-        return _dt.datetime.time(value)
-    if issubclass(kind, _dt.time):
-        return _dt.datetime.combine(_dt.date.min, value).time()
-    return None
-
-
-def _items(value: Any) -> Iterable[Any] | None:
-    kind = type(value)
-    if kind in _COLLECTIONS:
-        return map(_scalar, value)
-    for base in _COLLECTIONS:
-        if issubclass(kind, base):
-            return map(_scalar, base.__iter__(value))
-    return None
-
-
-def _compare(op: Callable[[Any, Any], bool], ordering: bool, a: Any, b: Any) -> bool | None:
-    ka, kb = _KIND_OF.get(type(a)), _KIND_OF.get(type(b))
-    if ka is None or kb is None:
-        return None
-    if ka != kb:
-        if ka == _STR and kb in _COERCE:
-            a, ka = _COERCE[kb](a), kb
-        elif kb == _STR and ka in _COERCE:
-            b = _COERCE[ka](b)
-        else:
-            return None
-        if a is None or b is None:
-            return None
-    if ordering and ka not in _ORDERED:
-        return None
-    return op(a, b)
-
-
-def _between(x: Any, low: Any, high: Any) -> bool | None:
-    kind = _KIND_OF.get(type(x))
-    if kind is None or kind != _KIND_OF.get(type(low)) or kind != _KIND_OF.get(type(high)):
-        return _between_mixed(x, low, high)
-    if kind not in _ORDERED:
-        return None
-    if kind == _TIME and low > high:
-        return bool(x >= low or x <= high)
-    return bool(low <= x <= high)
-
-
-def _between_mixed(x: Any, low: Any, high: Any) -> bool | None:
-    kinds = [_KIND_OF.get(type(v)) for v in (x, low, high)]
-    anchors = {k for k in kinds if k != _STR}
-    if len(anchors) != 1 or not anchors <= _ORDERED:  # also a missing or unsupported value (None)
-        return None
-    coerce = _COERCE[anchors.pop()]  # type: ignore[index]  # anchors <= _ORDERED: never None
-    values = [coerce(v) if k == _STR else v for v, k in zip((x, low, high), kinds, strict=True)]
-    return None if any(v is None for v in values) else _between(*values)
-
-
-def _member(x: Any, items: Iterable[Any] | None) -> bool | None:
-    if x is None or items is None:
-        return None
-    found: bool | None = False
-    for item in items:
-        equal = _compare(operator.eq, False, x, item)
-        if equal:
-            return True
-        if equal is None:
-            found = None
-    return found
-
-
-def _walker(segments: tuple[str, ...]) -> _Getter:
-    def walk(context: Mapping[str, Any]) -> Any:
-        node: Any = context
-        try:
-            for name in segments:
-                if type(node) is dict or isinstance(node, Mapping):
-                    node = node.get(name)
-                else:
-                    return None
-        except Exception:  # noqa: BLE001  # a caller's Mapping may raise; what cannot be read is missing
-            return None
-        return node
-
-    return walk
-
-
 # --- Compilation --------------------------------------------------------------------------------
 
 _OPS: Final[dict[str, Callable[[Any, Any], bool]]] = {
@@ -345,7 +218,7 @@ _OPS: Final[dict[str, Callable[[Any, Any], bool]]] = {
 
 @dataclass(frozen=True, slots=True)
 class _Operand:
-    get: _Getter
+    get: Getter
     token: Token
     literal: bool = False
     value: Any = None
@@ -415,27 +288,27 @@ def _compile_compare(node: Tree[Token], paths: set[str]) -> _Test:
     ordering = op_token.value not in ("==", "!=")
     if ordering:
         _require_orderable((a, b))
-    return _bind(functools.partial(_compare, _OPS[op_token.value], ordering), (a, b))
+    return _bind(functools.partial(compare, _OPS[op_token.value], ordering), (a, b))
 
 
 def _compile_between(node: Tree[Token], paths: set[str]) -> _Test:
     operands = tuple(_operand(_tree(c), paths) for c in node.children)
     _require_orderable(operands)
-    return _bind(_between, operands)
+    return _bind(between, operands)
 
 
 def _compile_member(node: Tree[Token], paths: set[str]) -> _Test:
     x = _operand(_tree(node.children[0]), paths)
     source = _tree(node.children[-1])
     if source.data == "path":
-        walk = _walker(_path(source, paths))
-        items = _Operand(lambda context: _items(walk(context)), _leaf(source))
+        walk = walker(_path(source, paths))
+        items = _Operand(lambda context: members_of(walk(context)), _leaf(source))
     else:
         values = tuple(_literal(_tree(c)) for c in source.children[1:])
         if len(values) > MAX_LIST_ITEMS:
             raise _fault(_leaf(source), f"list longer than {MAX_LIST_ITEMS} items")
         items = _Operand(lambda context: values, _leaf(source), literal=True, value=values)
-    test = _bind(_member, (x, items))
+    test = _bind(member, (x, items))
     return _negate(test) if node.data == "non_member" else test
 
 
@@ -462,18 +335,18 @@ def _bind(test: Callable[..., bool | None], operands: tuple[_Operand, ...]) -> _
 
 
 def _kinds(operands: tuple[_Operand, ...]) -> str:
-    kinds = (_KIND_OF.get(type(o.value)) for o in operands)
+    kinds = (KIND_OF.get(type(o.value)) for o in operands)
     return " with ".join(
         f"{k} {o.token.value}" if k else "a list" for k, o in zip(kinds, operands, strict=True)
     )
 
 
 def _require_orderable(operands: tuple[_Operand, ...]) -> None:
-    possible = set(_ORDERED)
+    possible = set(ORDERED)
     for operand in operands:
         if operand.literal:
-            value, kind = operand.value, _KIND_OF[type(operand.value)]
-            possible &= {k for k in _ORDERED if _COERCE[k](value) is not None} if kind == _STR else {kind}
+            value, kind = operand.value, KIND_OF[type(operand.value)]
+            possible &= {k for k in ORDERED if COERCE[k](value) is not None} if kind == STR else {kind}
         if not possible:
             hint = "<, <=, >, >= and between take numbers or times, all of one kind"
             raise _fault(operand.token, f"{operand.token.value} cannot be ordered here", hint)
@@ -481,8 +354,8 @@ def _require_orderable(operands: tuple[_Operand, ...]) -> None:
 
 def _operand(node: Tree[Token], paths: set[str]) -> _Operand:
     if node.data == "path":
-        walk = _walker(_path(node, paths))
-        return _Operand(lambda context: _scalar(walk(context)), _leaf(node))
+        walk = walker(_path(node, paths))
+        return _Operand(lambda context: scalar(walk(context)), _leaf(node))
     value = _literal(node)
     return _Operand(lambda context: value, _leaf(node), literal=True, value=value)
 
@@ -492,9 +365,9 @@ def _literal(node: Tree[Token]) -> Any:
     if node.data == "string":
         return re.sub(r"\\(.)", r"\1", token.value[1:-1])
     if node.data == "number":
-        return _as_number(token.value)
+        return as_number(token.value)
     if node.data == "time":
-        value = _as_time(token.value)
+        value = as_time(token.value)
         if value is None:
             raise _fault(token, f"invalid time {token.value}", "times run from 00:00 to 23:59:59")
         return value
