@@ -117,6 +117,7 @@ def measure_nexus(run: Run, *, full: bool) -> dict[str, Measurement]:
         headers = {"Content-Type": "application/json"}
         if full:
             headers["Authorization"] = f"Bearer {(state / 'api_key').read_text().strip()}"
+            _check_authorization_on(api, headers)
         rows = {f"rss_{kind}": attempt(lambda: _idle_rss(server, api, headers))}
         rows[f"nexus_{kind}"] = attempt(lambda: _rest(run, f"nexus_{kind}", api, headers))
         if full:
@@ -125,6 +126,15 @@ def measure_nexus(run: Run, *, full: bool) -> dict[str, Measurement]:
         else:
             rows["nexus_mcp"] = attempt(lambda: _mcp(run, "nexus_mcp", mcp))
         return rows
+
+
+def _check_authorization_on(port: int, headers: Mapping[str, str]) -> None:
+    """The full rows time RBAC+ABAC: a workflow no role of the key reaches must be invisible."""
+    status, text = check.post(port, "/workflows/sealed/execute", check.REST_BODY, headers)
+    if status != 404:
+        raise check.WrongAnswerError(
+            f"authorization is not deciding: sealed answered HTTP {status}: {text[:200]}"
+        )
 
 
 def _login(port: int) -> str:

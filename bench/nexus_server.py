@@ -29,6 +29,9 @@ METADATA = {"classification_level": 1, "department": "research"}
 UNRELATED_ROLES = 48
 
 
+SEALED = "sealed"
+
+
 def build_rbac() -> RBACManager:
     """50 roles: the bench role (inheriting a base role) and 48 with permissions that never match."""
     rbac = RBACManager()
@@ -99,6 +102,9 @@ def build_app(api_port: int, mcp_port: int, state_dir: Path, *, full: bool) -> N
     builder.add_input("b", int)
     app.register("add", builder.build(), description="Add two integers.", tags=TAGS, metadata=METADATA)
     if full:
+        # No role of the bench key reaches "sealed": the harness checks it answers 404 before timing,
+        # so the full rows cannot pass with authorization silently off.
+        app.register(SEALED, builder.build(), description="Not for the bench key.")
         app.set_rbac_manager(build_rbac())
         app.set_abac_engine(build_abac())
         # Long enough that no token expires during a run; the harness logs in once.
