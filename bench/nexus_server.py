@@ -102,7 +102,7 @@ def build_app(api_port: int, mcp_port: int, state_dir: Path, *, full: bool) -> N
     builder.add_input("b", int)
     app.register("add", builder.build(), description="Add two integers.", tags=TAGS, metadata=METADATA)
     if full:
-        # No role of the bench key reaches "sealed": the harness checks it answers 404 before timing,
+        # No role of the bench key may run "sealed": the harness checks it is refused before timing,
         # so the full rows cannot pass with authorization silently off.
         app.register(SEALED, builder.build(), description="Not for the bench key.")
         app.set_rbac_manager(build_rbac())
