@@ -28,7 +28,7 @@ from nexus.core.authorization import Authorizer
 from nexus.core.policy.decision import PolicyAuthorizer
 from nexus.core.policy.permission import CHANNEL_WORDS, CHANNELS
 from nexus.core.telemetry import SystemClock
-from nexus.core.types import Decision, Principal, WorkflowInfo
+from nexus.core.types import Channel, Decision, Invocation, Principal, WorkflowInfo
 from nexus.enterprise.authz import ABACPolicyEngine, RBACManager
 from nexus.settings import Authz
 
@@ -44,7 +44,36 @@ CLEAN_ADDRESS = "192.0.2.10"
 # A Wednesday, 12:00 in Paris: every run sees the same allow/deny mix, whatever the hour.
 PINNED = datetime.datetime(2025, 1, 15, 11, 0, tzinfo=datetime.UTC)
 
-Request = tuple[Principal, str, str, WorkflowInfo | None, str | None, str]
+# What a channel hands the decision point: the call as an Invocation, and the workflow looked up.
+Request = tuple[Invocation, WorkflowInfo | None]
+
+
+def request(
+    principal: Principal,
+    channel: str,
+    action: str,
+    workflow: WorkflowInfo | None,
+    surface: str | None,
+    address: str,
+) -> Request:
+    name = workflow.name if workflow is not None else f"_{surface}"
+    call = Invocation(
+        "bench",
+        Channel(channel),
+        name,
+        {},
+        principal=principal,
+        action=action,
+        surface=surface,
+        client_addr=address,
+    )
+    return call, workflow
+
+
+def ask(authorizer: Authorizer, *asked: Any) -> Decision:
+    """Decide for (principal, channel, action, workflow, surface, address), as a channel asks."""
+    call, workflow = request(*asked)
+    return authorizer.decide(call, workflow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,11 +371,9 @@ def check_sentinels(world: World) -> int:
     """Decide the sentinel cases; raise `CheckFailedError` on any wrong answer. The count checked."""
     s = world.sentinels
     for who, channel, action, target, address, allowed, says in SENTINEL_CASES:
-        decision = world.authorizer.decide(s[who], channel, action, s[target], client_addr=address)
+        decision = ask(world.authorizer, s[who], channel, action, s[target], None, address)
         _expect(decision, allowed, says, f"{who} {channel}:{action} on {target} from {address}")
-    hidden = world.authorizer.decide(
-        s["nobody"], "api", "execute", s["sentinel_open"], client_addr=CLEAN_ADDRESS
-    )
+    hidden = ask(world.authorizer, s["nobody"], "api", "execute", s["sentinel_open"], None, CLEAN_ADDRESS)
     if hidden.visible:
         raise CheckFailedError(f"a workflow the caller may not read is visible: {hidden}")
     check_churn(world, assigned=False)
@@ -356,9 +383,7 @@ def check_sentinels(world: World) -> int:
 def check_churn(world: World, *, assigned: bool) -> None:
     """The churn key may run its workflow exactly while its role is assigned (cache invalidation)."""
     s = world.sentinels
-    decision = world.authorizer.decide(
-        s["churn"], "api", "execute", s["sentinel_churn"], client_addr=CLEAN_ADDRESS
-    )
+    decision = ask(world.authorizer, s["churn"], "api", "execute", s["sentinel_churn"], None, CLEAN_ADDRESS)
     _expect(decision, assigned, "", f"after its role was {'assigned' if assigned else 'taken back'}")
 
 
@@ -390,7 +415,7 @@ class Mix:
     def _uniform(self, principal: Principal) -> Request:
         rng = self.rng
         channel, action = rng.choice(CHANNELS), rng.choice(("execute", "read"))
-        return (principal, channel, action, rng.choice(self.world.targets), None, self._address())
+        return request(principal, channel, action, rng.choice(self.world.targets), None, self._address())
 
     def _plausible(self, principal: Principal) -> Request:
         """A request one of the principal's own permissions is about (policies may still deny it)."""
@@ -402,10 +427,10 @@ class Mix:
         channel = rng.choice(CHANNELS) if channel == "*" else channel
         action = rng.choice(("execute", "execute", "read")) if action == "*" else action
         if resource in ("health", "authz"):
-            return (principal, channel, "read", None, resource, self._address())
+            return request(principal, channel, "read", None, resource, self._address())
         surface = "resources" if resource == "resources" else None
         pool = world.by_name.get(resource) or world.targets
-        return (principal, channel, action, rng.choice(pool), surface, self._address())
+        return request(principal, channel, action, rng.choice(pool), surface, self._address())
 
     def _held(self, principal: Principal) -> list[tuple[str, str, str]]:
         book = self.world.rbac.book
@@ -425,9 +450,9 @@ def time_decisions(authorizer: Authorizer, requests: Sequence[Request]) -> list[
     """Each decision's duration in nanoseconds (perf_counter_ns around the one call)."""
     clock, decide = time.perf_counter_ns, authorizer.decide
     durations = [0] * len(requests)
-    for i, (principal, channel, action, workflow, surface, address) in enumerate(requests):
+    for i, (call, workflow) in enumerate(requests):
         start = clock()
-        decide(principal, channel, action, workflow, surface=surface, client_addr=address)
+        decide(call, workflow)
         durations[i] = clock() - start
     return durations
 
@@ -475,10 +500,8 @@ def summarize(key: str, label: str, durations: Sequence[int], *, verdict: bool =
 def outcome_shares(authorizer: Authorizer, requests: Sequence[Request]) -> dict[str, float]:
     """What the mix decided: allowed, denied by roles, denied by a policy (each a share of 1)."""
     counts = {"allowed": 0, "denied_by_roles": 0, "denied_by_policy": 0}
-    for principal, channel, action, workflow, surface, address in requests:
-        decision = authorizer.decide(
-            principal, channel, action, workflow, surface=surface, client_addr=address
-        )
+    for call, workflow in requests:
+        decision = authorizer.decide(call, workflow)
         if decision.allowed:
             counts["allowed"] += 1
         elif decision.reason.startswith("denied: policy"):
@@ -492,10 +515,10 @@ def mean_applicable(world: World, requests: Sequence[Request]) -> float:
     """Policies that apply to an average request of the mix (what ABAC evaluates per decision)."""
     policies = world.abac.policies
     counts = [0]
-    for _, channel, action, workflow, surface, _ in requests:
+    for call, workflow in requests:
         if workflow is not None and isinstance(world.authorizer, PolicyAuthorizer):
-            keys = world.authorizer.target(channel, workflow, surface).keys
-            counts.append(len(policies.applicable(channel, action, keys)))
+            keys = world.authorizer.target(call.channel, workflow, call.surface).keys
+            counts.append(len(policies.applicable(call.channel, call.action, keys)))
     return sum(counts) / max(1, len(counts) - 1)
 
 

@@ -8,24 +8,16 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from nexus.core.types import Decision, Principal, WorkflowInfo
+from nexus.core.types import Decision, Invocation, WorkflowInfo
 
 ALLOW_ALL = Decision(allowed=True, reason="no authorization policy configured: allow all")
 
 
 class Authorizer(Protocol):
-    def decide(
-        self,
-        principal: Principal,
-        channel: str,
-        action: str,
-        workflow: WorkflowInfo | None,
-        *,
-        surface: str | None = None,
-        client_addr: str = "",
-    ) -> Decision:
-        """Decide on `workflow` (as a tool, command or endpoint; as an MCP resource when `surface`
-        is "resources"), on a named surface ("health", "authz") when it is None, or on the
+    def decide(self, invocation: Invocation, workflow: WorkflowInfo | None) -> Decision:
+        """Decide whether `invocation` (its principal, channel, action, surface and client address)
+        may act on `workflow`: as a tool, command or endpoint, or as an MCP resource when the surface
+        is "resources"; on a named surface ("health", "authz") when `workflow` is None; or on the
         workflow collection itself when both are None."""
         ...
 
@@ -33,14 +25,5 @@ class Authorizer(Protocol):
 class AllowAll:
     """The authorizer in force before any policy is set."""
 
-    def decide(
-        self,
-        principal: Principal,
-        channel: str,
-        action: str,
-        workflow: WorkflowInfo | None,
-        *,
-        surface: str | None = None,
-        client_addr: str = "",
-    ) -> Decision:
+    def decide(self, invocation: Invocation, workflow: WorkflowInfo | None) -> Decision:
         return ALLOW_ALL

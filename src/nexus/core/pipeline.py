@@ -283,14 +283,7 @@ class Pipeline:
         else:
             trail.metric_workflow = invocation.workflow  # a surface's own name, e.g. "_health"
             info = None
-        decision = self.authorizer.decide(
-            invocation.principal,
-            invocation.channel,
-            invocation.action,
-            info,
-            surface=surface,
-            client_addr=invocation.client_addr,
-        )
+        decision = self.authorizer.decide(invocation, info)
         if not decision.visible:
             trail.reason = decision.reason
             if info is None:
@@ -333,12 +326,4 @@ class Pipeline:
         return [entry.info for entry in self.catalog.all() if self._may_see(invocation, entry)]
 
     def _may_see(self, invocation: Invocation, entry: Registration) -> bool:
-        decision = self.authorizer.decide(
-            invocation.principal,
-            invocation.channel,
-            Action.READ,
-            entry.info,
-            surface=invocation.surface,
-            client_addr=invocation.client_addr,
-        )
-        return decision.allowed
+        return self.authorizer.decide(invocation, entry.info).allowed  # a listing asks to read

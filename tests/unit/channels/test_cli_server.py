@@ -23,7 +23,7 @@ from nexus.core.identity import AnonymousAuthenticator, ApiKeyAuthenticator, Aut
 from nexus.core.pipeline import Pipeline
 from nexus.core.ratelimit import Limiter, NoLimit, RateLimiter
 from nexus.core.telemetry import NoopMeter, SystemClock
-from nexus.core.types import AuditRecord, Channel, Decision, Outcome, Principal, WorkflowInfo
+from nexus.core.types import AuditRecord, Channel, Decision, Invocation, Outcome, WorkflowInfo
 from nexus.workflow import AsyncLocalRuntime, WorkflowBuilder
 
 MAX_BODY = 4096
@@ -32,16 +32,7 @@ MAX_BODY = 4096
 class HideSecret:
     """A policy that hides the workflow named "secret" from everyone."""
 
-    def decide(
-        self,
-        principal: Principal,
-        channel: str,
-        action: str,
-        workflow: WorkflowInfo | None,
-        *,
-        surface: str | None = None,
-        client_addr: str = "",
-    ) -> Decision:
+    def decide(self, invocation: Invocation, workflow: WorkflowInfo | None) -> Decision:
         if workflow is not None and workflow.name == "secret":
             return Decision(allowed=False, reason="hidden by test policy", visible=False)
         return ALLOW_ALL

@@ -28,7 +28,6 @@ from nexus.core.types import (
     Decision,
     Invocation,
     Outcome,
-    Principal,
     WorkflowInfo,
 )
 from nexus.errors import (
@@ -54,18 +53,9 @@ class ScriptedAuthorizer:
         self.decisions: dict[str, Decision] = {}
         self.calls: list[tuple[str, str, str]] = []
 
-    def decide(
-        self,
-        principal: Principal,
-        channel: str,
-        action: str,
-        workflow: WorkflowInfo | None,
-        *,
-        surface: str | None = None,
-        client_addr: str = "",
-    ) -> Decision:
+    def decide(self, invocation: Invocation, workflow: WorkflowInfo | None) -> Decision:
         name = ALL_WORKFLOWS if workflow is None else workflow.name
-        self.calls.append((principal.id, action, name))
+        self.calls.append((invocation.principal.id, invocation.action, name))
         return self.decisions.get(name, ALLOW_ALL)
 
 

@@ -17,7 +17,7 @@ from nexus.core.policy.abac import Policy, PolicySet, Verdict
 from nexus.core.policy.memo import memo_table, remember
 from nexus.core.policy.permission import CHANNEL_WORDS, RESOURCES_SURFACE, WILDCARD
 from nexus.core.policy.rbac import READ, Grant, RoleBook
-from nexus.core.types import Decision, Principal, WorkflowInfo
+from nexus.core.types import Decision, Invocation, Principal, WorkflowInfo
 
 _CACHE_LIMIT = 65_536
 LISTING = Decision(allowed=True, reason="listing: each workflow is shown only when it may be read")
@@ -89,16 +89,9 @@ class PolicyAuthorizer:
         self._allowed: OrderedDict[tuple[object, ...], Decision] = memo_table()
         self._versions = self._current_versions()
 
-    def decide(
-        self,
-        principal: Principal,
-        channel: str,
-        action: str,
-        workflow: WorkflowInfo | None,
-        *,
-        surface: str | None = None,
-        client_addr: str = "",
-    ) -> Decision:
+    def decide(self, invocation: Invocation, workflow: WorkflowInfo | None) -> Decision:
+        principal, channel, action = invocation.principal, invocation.channel, invocation.action
+        surface, client_addr = invocation.surface, invocation.client_addr
         if workflow is None and surface in (None, RESOURCES_SURFACE):
             return LISTING
         target = self.target(channel, workflow, surface)
@@ -126,18 +119,11 @@ class PolicyAuthorizer:
                 return Decision(allowed=False, reason=reason, visible=visible)
         return self._allow(roles, channel, action, target, rbac, policies)
 
-    def explain(
-        self,
-        principal: Principal,
-        channel: str,
-        action: str,
-        workflow: WorkflowInfo | None,
-        *,
-        surface: str | None = None,
-        client_addr: str = "",
-    ) -> Explanation:
+    def explain(self, invocation: Invocation, workflow: WorkflowInfo | None) -> Explanation:
         """The decision `decide` makes, with the effective roles and every applicable policy's outcome."""
-        decision = self.decide(principal, channel, action, workflow, surface=surface, client_addr=client_addr)
+        decision = self.decide(invocation, workflow)
+        principal, channel, action = invocation.principal, invocation.channel, invocation.action
+        surface, client_addr = invocation.surface, invocation.client_addr
         target = (
             self.target(channel, workflow, surface)
             if workflow or surface not in (None, RESOURCES_SURFACE)

@@ -22,7 +22,7 @@ from nexus.core.policy.decision import PolicyAuthorizer
 from nexus.core.policy.permission import CHANNELS
 from nexus.core.policy.rbac import RoleBook
 from nexus.core.ports import Clock, KeyStore
-from nexus.core.types import Principal
+from nexus.core.types import Channel, Invocation, Principal
 from nexus.errors import ConfigurationError, InvalidInputError
 
 _FIELDS = frozenset(
@@ -118,20 +118,21 @@ class Explainer:
             if query.workflow and query.surface in (None, "resources")
             else None
         )
-        surface = query.surface if info is not None or query.surface else None
+        asked = Invocation(
+            request_id="explain",
+            channel=Channel(query.channel),
+            workflow=query.workflow or f"_{query.surface}",
+            inputs={},
+            principal=principal,
+            action=query.action,
+            surface=query.surface,
+            client_addr=query.client_address,
+        )
         authorizer = self._authorizer(query.draft)
         if not isinstance(authorizer, PolicyAuthorizer):
             document = {"outcome": "allow", "allowed": True, "visible": True, "reason": ALLOW_ALL.reason}
         else:
-            explanation = authorizer.explain(
-                principal,
-                query.channel,
-                query.action,
-                info,
-                surface=surface,
-                client_addr=query.client_address,
-            )
-            document = explanation.to_document()
+            document = authorizer.explain(asked, info).to_document()
         document["principal"] = {"id": principal.id, "name": principal.name, "kind": principal.kind}
         document["draft"] = query.draft is not None
         return document

@@ -12,6 +12,7 @@ from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import pytest
+from tests.unit.core.policy.asking import ask, deciding
 
 from nexus import Nexus
 from nexus.assembly import build_authorizer
@@ -74,7 +75,7 @@ def test_a_workflow_hidden_by_a_read_policy_cannot_be_run_either(clock: FakeCloc
     book.define("ops", ["api:*:payroll"])
     policies = PolicySet()
     policies.add("boss_only", {"condition": "user.name == 'boss'", "effect": "permit", "actions": ["read"]})
-    decide = PolicyAuthorizer(book, policies, clock, UTC).decide
+    decide = deciding(PolicyAuthorizer(book, policies, clock, UTC))
     payroll = info("payroll")
     read = decide(who("ops"), "api", "read", payroll)
     assert (read.allowed, read.visible) == (False, False)  # absent from listings, describe is 404
@@ -146,16 +147,7 @@ async def test_tools_list_shows_only_the_workflows_the_caller_may_read(clock: Fa
 class ExplodingAuthorizer:
     """An authorizer that fails (a bug, a broken policy store): the call must fail closed."""
 
-    def decide(
-        self,
-        principal: Principal,
-        channel: str,
-        action: str,
-        workflow: WorkflowInfo | None,
-        *,
-        surface: str | None = None,
-        client_addr: str = "",
-    ) -> Decision:
+    def decide(self, invocation: Invocation, workflow: WorkflowInfo | None) -> Decision:
         raise RuntimeError("the policy store is gone")
 
 
@@ -177,7 +169,7 @@ def test_the_cached_rbac_part_never_carries_one_callers_policy_outcome_to_anothe
     book.define("dev", ["api:*:workflows"])
     policies = PolicySet()
     policies.add("eu_only", {"condition": "user.location == 'EU'", "effect": "permit"})
-    decide = PolicyAuthorizer(book, policies, clock, UTC).decide
+    decide = deciding(PolicyAuthorizer(book, policies, clock, UTC))
     target = info("deploy")
     assert decide(who("dev", location="EU"), "api", "execute", target).allowed
     assert not decide(who("dev", location="US"), "api", "execute", target).allowed
@@ -189,7 +181,7 @@ def test_identity_attributes_cannot_pose_as_the_effective_roles_or_the_id(clock:
     book.define("dev", ["api:*:workflows"])
     policies = PolicySet()
     policies.add("admins", {"condition": "'admin' in user.roles or user.id == 'root'", "effect": "permit"})
-    decide = PolicyAuthorizer(book, policies, clock, UTC).decide
+    decide = deciding(PolicyAuthorizer(book, policies, clock, UTC))
     # A directory attribute or claim named "roles" or "id" is overridden by the real ones.
     forged = who("dev", roles=["admin"], id="root")
     assert not decide(forged, "api", "execute", info("deploy")).allowed
@@ -216,11 +208,11 @@ def test_assignments_change_the_next_decision_for_a_principal_already_cached(clo
     book.define("ops", ["api:execute:deploy"])
     authorizer = PolicyAuthorizer(book, None, clock, UTC)
     target = info("deploy")
-    assert not authorizer.decide(who(), "api", "execute", target).visible
+    assert not ask(authorizer, who(), "api", "execute", target).visible
     book.assign("ops", user="ann")
-    assert authorizer.decide(who(), "api", "execute", target).allowed
+    assert ask(authorizer, who(), "api", "execute", target).allowed
     book.unassign("ops", user="ann")
-    assert not authorizer.decide(who(), "api", "execute", target).allowed
+    assert not ask(authorizer, who(), "api", "execute", target).allowed
 
 
 def test_the_installed_managers_book_cannot_be_swapped_behind_the_decision_point(clock: FakeClock) -> None:
@@ -228,11 +220,11 @@ def test_the_installed_managers_book_cannot_be_swapped_behind_the_decision_point
     rbac.create_role("ops", ["api:execute:deploy"])
     rbac.assign_role("ops", user="ann")
     authorizer = build_authorizer(Authz(rbac=rbac), clock)
-    assert authorizer.decide(who(), "api", "execute", info("deploy")).allowed
+    assert ask(authorizer, who(), "api", "execute", info("deploy")).allowed
     with pytest.raises(AttributeError):
         rbac.book = RoleBook()  # type: ignore[misc]  # read-only: changes go through the manager
     rbac.delete_role("ops")
-    assert not authorizer.decide(who(), "api", "execute", info("deploy")).visible
+    assert not ask(authorizer, who(), "api", "execute", info("deploy")).visible
 
 
 def test_swapping_the_role_book_of_a_decision_point_drops_its_cached_decisions(clock: FakeClock) -> None:
@@ -241,9 +233,9 @@ def test_swapping_the_role_book_of_a_decision_point_drops_its_cached_decisions(c
     new.define("ops", ["api:read:other"])
     assert old.version == new.version
     authorizer = PolicyAuthorizer(old, None, clock, UTC)
-    assert authorizer.decide(who("ops"), "api", "execute", info("deploy")).allowed
+    assert ask(authorizer, who("ops"), "api", "execute", info("deploy")).allowed
     authorizer.book = new
-    assert not authorizer.decide(who("ops"), "api", "execute", info("deploy")).allowed
+    assert not ask(authorizer, who("ops"), "api", "execute", info("deploy")).allowed
 
 
 # -- documents ---------------------------------------------------------------------------------------
@@ -333,7 +325,7 @@ async def test_explaining_a_local_user_gives_the_decision_their_own_calls_get(cl
     installed = PolicyAuthorizer(book, policies, clock, UTC)
     # What the session of a password login stands for (AuthService.login: method "password").
     real = Principal(id=ann.user_id, kind="password", roles=ann.roles, name=ann.username)
-    assert not installed.decide(real, "api", "execute", info("deploy", "ops")).allowed
+    assert not ask(installed, real, "api", "execute", info("deploy", "ops")).allowed
     explainer = explainer_for(installed, clock, users)
     query = ExplainQuery.from_document(
         {"channel": "api", "action": "execute", "workflow": "deploy", "user": "ann"}

@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from tests.unit.core.policy.asking import ask, deciding, explain
 
 from nexus.core.policy.abac import PolicySet
 from nexus.core.policy.decision import PolicyAuthorizer
@@ -40,7 +41,7 @@ def book() -> RoleBook:
 
 
 def test_read_allowed_execute_refused_is_forbidden_not_hidden(book: RoleBook, clock: FakeClock) -> None:
-    decide = PolicyAuthorizer(book, None, clock, UTC).decide
+    decide = deciding(PolicyAuthorizer(book, None, clock, UTC))
     board = info("board", "dashboards")
     assert decide(who("executive"), "api", "read", board).allowed
     run = decide(who("executive"), "api", "execute", board)
@@ -53,7 +54,7 @@ def test_read_allowed_execute_refused_is_forbidden_not_hidden(book: RoleBook, cl
 
 
 def test_the_channel_word_names_every_workflow_of_that_channel_only(book: RoleBook, clock: FakeClock) -> None:
-    decide = PolicyAuthorizer(book, None, clock, UTC).decide
+    decide = deciding(PolicyAuthorizer(book, None, clock, UTC))
     anything = info("anything", "misc")
     assert decide(who("developer"), "api", "execute", anything).allowed
     assert decide(who("developer"), "mcp", "execute", anything).allowed
@@ -64,7 +65,7 @@ def test_the_channel_word_names_every_workflow_of_that_channel_only(book: RoleBo
 
 
 def test_surfaces_are_named_by_their_own_word(book: RoleBook, clock: FakeClock) -> None:
-    decide = PolicyAuthorizer(book, None, clock, UTC).decide
+    decide = deciding(PolicyAuthorizer(book, None, clock, UTC))
     assert decide(who("operator"), "api", "read", None, surface="health").allowed
     assert not decide(who("operator"), "cli", "read", None, surface="health").allowed
     assert not decide(who("developer"), "api", "explain", None, surface="authz").allowed
@@ -83,7 +84,7 @@ def test_a_permit_policy_must_hold_and_a_missing_attribute_fails_closed(
             "effect": "permit",
         },
     )
-    decide = PolicyAuthorizer(book, policies, clock, UTC).decide
+    decide = deciding(PolicyAuthorizer(book, policies, clock, UTC))
     secret = info("secret", "classified_workflows", classification_level=3)
     assert decide(who("developer", clearance_level=3), "api", "execute", secret).allowed
     low = decide(who("developer", clearance_level=2), "api", "execute", secret)
@@ -106,7 +107,7 @@ def test_a_deny_policy_refuses_when_its_condition_holds_or_cannot_be_decided(
     policies.add(
         "no_embargo", {"condition": "user.location in ['XX']", "effect": "deny", "actions": ["execute"]}
     )
-    decide = PolicyAuthorizer(book, policies, clock, UTC).decide
+    decide = deciding(PolicyAuthorizer(book, policies, clock, UTC))
     target = info("anything")
     assert decide(who("developer", location="US"), "api", "execute", target).allowed
     embargoed = decide(who("developer", location="XX"), "api", "execute", target)
@@ -122,11 +123,11 @@ def test_time_is_read_in_the_configured_zone(book: RoleBook, clock: FakeClock) -
     anything = info("anything")
     utc = PolicyAuthorizer(book, policies, clock, UTC)
     tokyo = PolicyAuthorizer(book, policies, clock, ZoneInfo("Asia/Tokyo"))  # 19:00 there
-    assert utc.decide(who("developer"), "api", "execute", anything).allowed
-    assert not tokyo.decide(who("developer"), "api", "execute", anything).allowed
+    assert ask(utc, who("developer"), "api", "execute", anything).allowed
+    assert not ask(tokyo, who("developer"), "api", "execute", anything).allowed
     clock.set(datetime(2026, 3, 2, 1, 0, tzinfo=UTC))  # 10:00 in Tokyo
-    assert tokyo.decide(who("developer"), "api", "execute", anything).allowed
-    assert not utc.decide(who("developer"), "api", "execute", anything).allowed
+    assert ask(tokyo, who("developer"), "api", "execute", anything).allowed
+    assert not ask(utc, who("developer"), "api", "execute", anything).allowed
 
 
 def test_changes_to_roles_and_policies_take_effect_on_the_next_decision(
@@ -135,13 +136,13 @@ def test_changes_to_roles_and_policies_take_effect_on_the_next_decision(
     policies = PolicySet()
     authorizer = PolicyAuthorizer(book, policies, clock, UTC)
     target = info("deploy")
-    assert not authorizer.decide(who("analyst"), "api", "execute", target).visible
+    assert not ask(authorizer, who("analyst"), "api", "execute", target).visible
     book.define("analyst", ["api:execute:deploy"])
-    assert authorizer.decide(who("analyst"), "api", "execute", target).allowed
+    assert ask(authorizer, who("analyst"), "api", "execute", target).allowed
     policies.add("never", {"condition": "user.name == 'nobody'", "effect": "permit"})
-    assert not authorizer.decide(who("analyst"), "api", "execute", target).allowed
+    assert not ask(authorizer, who("analyst"), "api", "execute", target).allowed
     policies.remove("never")
-    assert authorizer.decide(who("analyst"), "api", "execute", target).allowed
+    assert ask(authorizer, who("analyst"), "api", "execute", target).allowed
 
 
 def test_explain_lists_the_roles_the_permission_and_every_applicable_policy(
@@ -152,8 +153,8 @@ def test_explain_lists_the_roles_the_permission_and_every_applicable_policy(
     policies.add(
         "where", {"condition": "user.location in ['US', 'EU']", "channels": ["api"], "effect": "permit"}
     )
-    explained = PolicyAuthorizer(book, policies, clock, UTC).explain(
-        who("developer"), "api", "execute", info("x")
+    explained = explain(
+        PolicyAuthorizer(book, policies, clock, UTC), who("developer"), "api", "execute", info("x")
     )
     document = explained.to_document()
     assert document["outcome"] == "invisible"
