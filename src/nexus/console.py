@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from nexus.channels.cli.main import USAGE, JsonFlag, _show, app, reporting
+from nexus.channels.cli.pairs import parse_pairs
 from nexus.channels.cli.problem import Failure
 
 if TYPE_CHECKING:
@@ -186,13 +187,7 @@ def _new_password(from_stdin: bool) -> str:
 
 
 def _attributes(pairs: list[str]) -> dict[str, str]:
-    attributes: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise Failure("Invalid attribute", f"{pair!r}: expected --attribute key=value.", USAGE)
-        attributes[key] = value
-    return attributes
+    return parse_pairs(pairs, what="attribute", option="--attribute")
 
 
 def _user_row(user: User) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from nexus.channels.cli.pairs import parse_pairs
 from nexus.channels.cli.problem import Failure
 from nexus.errors import InvalidInputError
 
@@ -47,12 +48,7 @@ class SurfaceName(StrEnum):
 def parse_attributes(pairs: list[str]) -> dict[str, Any]:
     """`key=value` strings as attributes; a value that reads as JSON (3, true, ["a"]) is taken as such."""
     attributes: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise Failure("Invalid attribute", f"{pair!r}: expected --attr key=value.", USAGE)
-        if key in attributes:
-            raise Failure("Invalid attribute", f"{key!r} is given more than once.", USAGE)
+    for key, raw in parse_pairs(pairs, what="attribute", option="--attr").items():
         try:
             attributes[key] = json.loads(raw)
         except ValueError:

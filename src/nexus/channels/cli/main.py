@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from nexus.channels.cli.authz import authz_app
+from nexus.channels.cli.pairs import parse_pairs
 from nexus.channels.cli.problem import Failure, failure_from_error
 from nexus.errors import AuthenticationError, InternalError, InvalidInputError, NexusError
 
@@ -120,15 +121,7 @@ def _report(failure: Failure, as_json: bool) -> None:
 
 def parse_params(pairs: list[str]) -> dict[str, str]:
     """`key=value` strings as a dict of raw strings; the server coerces them by the input schema."""
-    params: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise Failure("Invalid parameter", f"{pair!r}: expected -p key=value.", USAGE)
-        if key in params:
-            raise Failure("Invalid parameter", f"{key!r} is given more than once.", USAGE)
-        params[key] = value
-    return params
+    return parse_pairs(pairs, what="parameter", option="-p")
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of tables.")]
