@@ -345,7 +345,10 @@ class McpChannel:
             infos = await self._pipeline.list_workflows(invocation)
         except NexusError as error:
             raise rpc_error(error, caller.request_id) from None
-        return types.ListResourcesResult(resources=[*map(_resource, infos), _HEALTH_RESOURCE])
+        resources = [*map(_resource, infos)]
+        if await self._pipeline.permits(self._invocation(caller, HEALTH_AUDIT, HEALTH_SURFACE)):
+            resources.append(_HEALTH_RESOURCE)
+        return types.ListResourcesResult(resources=resources)
 
     async def _read_resource(
         self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams

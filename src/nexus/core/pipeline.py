@@ -169,6 +169,16 @@ class Pipeline:
         refusals are audited, admissions are not, and the rate limit does not apply."""
         return await self._admit(invocation, authorize=True)
 
+    async def permits(self, invocation: Invocation) -> bool:
+        """Whether `invocation` would be allowed on its surface, without acting, auditing or
+        counting it: for shaping a listing (an MCP resource shown only to who may read it).
+        Never a substitute for the call itself, which decides again."""
+        try:
+            identified = await self._identify(invocation)
+        except NexusError:
+            return False
+        return self.authorizer.decide(identified, None).allowed
+
     async def _admit(self, invocation: Invocation, *, authorize: bool) -> Invocation:
         trail = _Trail(invocation)
         started = self._clock.monotonic()

@@ -45,12 +45,24 @@ class SurfaceName(StrEnum):
     AUTHZ = "authz"
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def strict_json(raw: str | bytes) -> Any:
+    """JSON as a server reads it: no NaN or Infinity, and nesting too deep is an error, not a crash."""
+    try:
+        return json.loads(raw, parse_constant=_no_constant)
+    except RecursionError as exc:
+        raise ValueError("nested too deeply") from exc
+
+
 def parse_attributes(pairs: list[str]) -> dict[str, Any]:
     """`key=value` strings as attributes; a value that reads as JSON (3, true, ["a"]) is taken as such."""
     attributes: dict[str, Any] = {}
     for key, raw in parse_pairs(pairs, what="attribute", option="--attr").items():
         try:
-            attributes[key] = json.loads(raw)
+            attributes[key] = strict_json(raw)
         except ValueError:
             attributes[key] = raw
     return attributes
@@ -66,7 +78,7 @@ def read_draft(path: Path) -> dict[str, Any]:
     if len(raw) > MAX_DRAFT_BYTES:
         raise Failure("Invalid draft", f"{path} is larger than {MAX_DRAFT_BYTES} bytes.", USAGE)
     try:
-        draft = json.loads(raw)
+        draft = strict_json(raw)
     except ValueError as exc:
         raise Failure("Invalid draft", f"{path} is not valid JSON: {exc}.", USAGE) from None
     if not isinstance(draft, dict):

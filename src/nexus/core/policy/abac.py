@@ -16,7 +16,7 @@ from typing import Any
 
 from nexus.core.policy.condition import Condition, compile_condition
 from nexus.core.policy.memo import memo_table, remember
-from nexus.core.policy.permission import CHANNELS, WILDCARD
+from nexus.core.policy.permission import ACTION, CHANNELS, WILDCARD
 from nexus.errors import ConfigurationError
 
 EFFECTS = ("permit", "deny")
@@ -24,7 +24,6 @@ READ = "read"
 _KEYS = frozenset({"condition", "channels", "resources", "effect", "actions", "description"})
 _REQUIRED = ("condition", "effect")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")
-_ACTION = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _CACHE_LIMIT = 65_536
 _TIME_PATHS = frozenset({"env.current_time", "env.current_day", "env.current_date"})
 
@@ -128,7 +127,7 @@ def parse_policy(name: object, spec: object) -> Policy:
         channels=_names(name, "channels", spec.get("channels", [WILDCARD]), lambda c: c in CHANNELS),
         resources=_names(name, "resources", spec.get("resources", [WILDCARD]), _NAME.fullmatch),
         effect=effect,
-        actions=_names(name, "actions", spec.get("actions", [WILDCARD]), _ACTION.fullmatch),
+        actions=_names(name, "actions", spec.get("actions", [WILDCARD]), ACTION.fullmatch),
         description=description,
     )
 
@@ -148,7 +147,7 @@ class PolicySet:
     def __init__(self) -> None:
         self._policies: dict[str, Policy] = {}
         self.version = 0
-        self._index: dict[tuple[str, str], list[tuple[int, Policy]]] = {}
+        self._index: dict[tuple[str, str], list[tuple[int, Policy]]] | None = {}
         self._applicable: OrderedDict[tuple[str, str, tuple[str, ...]], tuple[Policy, ...]] = memo_table()
         self._lock = threading.Lock()  # changes may come from another thread than the serving loop
 
@@ -188,10 +187,13 @@ class PolicySet:
         return found
 
     def _lookup(self, channel: str, action: str, keys: tuple[str, ...]) -> tuple[Policy, ...]:
+        index = self._index
+        if index is None:  # built on first use after changes, so adding n policies stays linear
+            index = self._index = self._build_index()
         candidates: dict[int, Policy] = {}
         for named in (channel, WILDCARD):
             for key in keys:
-                candidates.update(self._index.get((named, key), ()))
+                candidates.update(index.get((named, key), ()))
         return tuple(p for _, p in sorted(candidates.items()) if p.applies(channel, action, keys))
 
     def to_document(self) -> dict[str, Any]:
@@ -211,9 +213,12 @@ class PolicySet:
     def _changed(self) -> None:
         self.version += 1
         self._applicable.clear()
+        self._index = None
+
+    def _build_index(self) -> dict[tuple[str, str], list[tuple[int, Policy]]]:
         index: dict[tuple[str, str], list[tuple[int, Policy]]] = {}
         for position, policy in enumerate(self._policies.values()):
             for channel in policy.channels:
                 for resource in policy.resources:
                     index.setdefault((channel, resource), []).append((position, policy))
-        self._index = index
+        return index

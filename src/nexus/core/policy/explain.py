@@ -7,6 +7,7 @@ installed roles and policies untouched. Imports core and errors only.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
@@ -19,7 +20,7 @@ from nexus.core.authorization import ALLOW_ALL, Authorizer
 from nexus.core.catalog import Catalog
 from nexus.core.policy.abac import PolicySet
 from nexus.core.policy.decision import PolicyAuthorizer
-from nexus.core.policy.permission import CHANNELS
+from nexus.core.policy.permission import ACTION, CHANNELS
 from nexus.core.policy.rbac import RoleBook
 from nexus.core.ports import Clock, KeyStore
 from nexus.core.types import Channel, Invocation, Principal
@@ -40,6 +41,9 @@ _FIELDS = frozenset(
     }
 )
 _SURFACES = ("resources", "health", "authz")
+MAX_ROLES = 100
+MAX_DRAFT_ROLES = 10_000
+MAX_DRAFT_POLICIES = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +71,8 @@ class ExplainQuery:
         channel, action = body.get("channel"), body.get("action", "read")
         if channel not in CHANNELS:
             raise InvalidInputError(f"channel must be one of {', '.join(CHANNELS)}.")
-        if not isinstance(action, str) or not action:
-            raise InvalidInputError("action must be a word such as read or execute.")
+        if not isinstance(action, str) or ACTION.fullmatch(action) is None:
+            raise InvalidInputError("action must be a word such as read or execute (lowercase, up to 32).")
         surface = body.get("surface")
         if surface is not None and surface not in _SURFACES:
             raise InvalidInputError(
@@ -128,7 +132,10 @@ class Explainer:
             surface=query.surface,
             client_addr=query.client_address,
         )
-        authorizer = self._authorizer(query.draft)
+        if query.draft is None:
+            authorizer = self._current()
+        else:  # compiling a draft is CPU work the size of the draft: off the serving loop
+            authorizer = await asyncio.to_thread(self._authorizer, query.draft)
         if not isinstance(authorizer, PolicyAuthorizer):
             document = {"outcome": "allow", "allowed": True, "visible": True, "reason": ALLOW_ALL.reason}
         else:
@@ -144,6 +151,13 @@ class Explainer:
         unknown = sorted(str(key) for key in draft if key not in ("rbac", "abac"))
         if unknown:
             raise InvalidInputError(f"A draft has rbac and abac parts, not {unknown}.")
+        for part, inner, limit in (
+            ("rbac", "roles", MAX_DRAFT_ROLES),
+            ("abac", "policies", MAX_DRAFT_POLICIES),
+        ):
+            entries = draft[part].get(inner, ()) if isinstance(draft.get(part), Mapping) else ()
+            if hasattr(entries, "__len__") and len(entries) > limit:
+                raise InvalidInputError(f"A draft holds at most {limit} {inner}.")
         installed = current if isinstance(current, PolicyAuthorizer) else None
         try:
             book = RoleBook.from_document(draft["rbac"]) if "rbac" in draft else installed and installed.book
@@ -187,9 +201,12 @@ class Explainer:
 
 
 def _zone(name: object) -> tzinfo:
+    text = str(name)
     try:
-        return ZoneInfo(str(name))
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+        if len(text) > 64:
+            raise ValueError(text)
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise InvalidInputError(
             f"The draft's time_zone {str(name)[:64]!r} is not an IANA time zone."
         ) from exc
@@ -210,6 +227,10 @@ def _object(body: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 
 def _roles(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(role, str) and role for role in value):
-        raise InvalidInputError("roles must be a list of role names.")
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_ROLES
+        or not all(isinstance(role, str) and 0 < len(role) <= 128 for role in value)
+    ):
+        raise InvalidInputError(f"roles must be a list of at most {MAX_ROLES} role names.")
     return tuple(value)

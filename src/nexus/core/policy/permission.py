@@ -20,7 +20,7 @@ HEALTH_SURFACE = "health"
 AUTHZ_SURFACE = "authz"  # the explain endpoint
 METRICS_SURFACE = "metrics"  # /metrics when auth is on
 
-_ACTION = re.compile(r"[a-z][a-z0-9_]{0,31}")
+ACTION = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _RESOURCE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")
 MAX_LENGTH = 200
 
@@ -69,7 +69,7 @@ def parse_permission(text: object) -> Permission:
         raise InvalidPermissionError(
             text, 1, f"the channel is one of {', '.join(CHANNELS)} or *, not {channel!r}"
         )
-    _check(text, action, action_at, _ACTION, "an action is lowercase letters, digits and '_', or *")
+    _check(text, action, action_at, ACTION, "an action is lowercase letters, digits and '_', or *")
     _check(
         text, resource, resource_at, _RESOURCE, "a resource is a name or tag (letters, digits, '_.:-'), or *"
     )

@@ -184,19 +184,9 @@ class RoleBook:
         pending = dict(_mapping(_mapping(document, "the role document").get("roles", {}), "roles"))
         for name, spec in pending.items():
             _known(spec, f"role {name!r}", ("permissions", "inherits"))
-        while pending:
-            ready = [
-                name for name, spec in pending.items() if set(_parents(name, spec)) <= book._roles.keys()
-            ]
-            if not ready:
-                raise ConfigurationError(
-                    f"Roles {sorted(pending)} inherit from undefined roles or from each other."
-                )
-            for name in ready:
-                spec = pending.pop(name)
-                book.define(
-                    name, _mapping(spec, f"role {name!r}").get("permissions", []), _parents(name, spec)
-                )
+        for name in _parents_first(pending):
+            spec = _mapping(pending[name], f"role {name!r}")
+            book.define(name, spec.get("permissions", []), _parents(name, spec))
         assignments = _mapping(_mapping(document, "the role document").get("assignments", {}), "assignments")
         _known(assignments, "assignments", ("users", "groups", "api_keys"))
         for kind, holder_key in (("users", "user"), ("groups", "group"), ("api_keys", "api_key")):
@@ -277,6 +267,37 @@ def _mapping(value: object, what: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigurationError(f"{what} must be an object, not {type(value).__name__}.")
     return value
+
+
+def _parents_first(specs: Mapping[str, object]) -> list[str]:
+    """Role names ordered so each comes after its parents (Kahn's algorithm, linear in the roles).
+
+    Raises:
+        ConfigurationError: a parent that is not in `specs`, or a cycle.
+    """
+    heirs: dict[str, list[str]] = {name: [] for name in specs}
+    waiting: dict[str, int] = {}
+    for name, spec in specs.items():
+        parents = set(_parents(name, spec))
+        unknown = sorted(parents - heirs.keys())
+        if unknown:
+            raise ConfigurationError(f"Role {name!r} inherits from undefined role(s) {unknown!r}.")
+        waiting[name] = len(parents)
+        for parent in parents:
+            heirs[parent].append(name)
+    ready = [name for name, count in waiting.items() if count == 0]
+    ordered: list[str] = []
+    while ready:
+        name = ready.pop()
+        ordered.append(name)
+        for heir in heirs[name]:
+            waiting[heir] -= 1
+            if waiting[heir] == 0:
+                ready.append(heir)
+    if len(ordered) < len(specs):
+        looping = sorted(name for name, count in waiting.items() if count > 0)
+        raise ConfigurationError(f"Roles {looping} inherit from each other.")
+    return ordered
 
 
 def _known(value: object, what: str, keys: tuple[str, ...]) -> None:
