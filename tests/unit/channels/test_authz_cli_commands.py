@@ -12,15 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.unit.channels.test_authz_surfaces import build_app
 from tests.unit.channels.test_cli_startup import HEAVY, PROBE
 from typer.testing import CliRunner, Result
 
-from nexus import Nexus
 from nexus.channels.cli.authz import parse_attributes
 from nexus.channels.cli.problem import Failure
 from nexus.console import app as cli
-from nexus.enterprise.auth import ABACPolicyEngine, RBACManager
-from nexus.workflow import WorkflowBuilder
 
 runner = CliRunner()
 ROLES = {
@@ -36,34 +34,11 @@ class Server:
     key_ids: dict[str, str]
 
 
-def build_app(state: Path) -> Nexus:
-    app = Nexus(api_port=0, mcp_port=0, enable_auth=True, state_url=f"sqlite:///{state}")
-    app.auth.password_time_cost = 1
-    app.auth.password_memory_kib = 1024
-    add = WorkflowBuilder().add_input("a", int).add_input("b", int)
-    add.add_node("PythonCodeNode", "add", {"code": "result = a + b"})
-    app.register("add", add.build(), tags=["math"], metadata={"classification_level": 2})
-    rbac = RBACManager()
-    for role, permissions in ROLES.items():
-        rbac.create_role(role, permissions)
-    app.set_rbac_manager(rbac)
-    abac = ABACPolicyEngine()
-    abac.add_policy(
-        "cleared",
-        {
-            "condition": "user.clearance_level >= resource.classification_level",
-            "channels": ["api"],
-            "resources": ["math"],
-            "effect": "permit",
-        },
-    )
-    app.set_abac_engine(abac)
-    return app
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    app = build_app(tmp_path_factory.mktemp("authz-cli") / "state.db")
+    app = build_app(tmp_path_factory.mktemp("authz-cli"), ROLES)
+    app.auth.password_time_cost = 1
+    app.auth.password_memory_kib = 1024
 
     async def prepare() -> dict[str, Any]:
         await app.create_user(
@@ -94,14 +69,14 @@ def test_health_prints_status_version_workflows_and_readiness(server: Server) ->
     result = nexus(server, "health")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[:4] == ["Status: ok", "Version: 0.1.0", "Workflows: 1", "Ready: yes"]
+    assert lines[:4] == ["Status: ok", "Version: 0.1.0", "Workflows: 2", "Ready: yes"]
     assert lines[4] == f"Server: {server.url}"
 
 
 def test_health_json_prints_the_document(server: Server) -> None:
     result = nexus(server, "health", "--json")
     assert result.exit_code == 0, result.stderr
-    assert json.loads(result.stdout) == {"status": "ok", "version": "0.1.0", "workflows": 1, "ready": True}
+    assert json.loads(result.stdout) == {"status": "ok", "version": "0.1.0", "workflows": 2, "ready": True}
 
 
 def test_health_without_read_health_on_the_cli_exits_77_with_the_problem(server: Server) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,8 @@ def adder() -> Workflow:
     return builder.add_node("PythonCodeNode", "add", {"code": "result = a + b"}).build()
 
 
-def build_app(tmp_path: Path) -> Nexus:
+def build_app(tmp_path: Path, roles: Mapping[str, list[str]] = ROLES) -> Nexus:
+    """ "add" (tag math, classification 2) and "secret"; `roles`; the "cleared" and "classified" policies."""
     app = Nexus(api_port=0, mcp_port=0, enable_auth=True, state_url=f"sqlite:///{tmp_path}/state.db")
     app.register(
         "add", adder(), description="Add two integers", tags=["math"], metadata={"classification_level": 2}
@@ -60,7 +61,7 @@ def build_app(tmp_path: Path) -> Nexus:
     secret = WorkflowBuilder().add_node("PythonCodeNode", "noop", {"code": "result = 1"}).build()
     app.register("secret", secret, description="Nobody's to read")
     rbac = RBACManager()
-    for role, permissions in ROLES.items():
+    for role, permissions in roles.items():
         rbac.create_role(role, permissions)
     app.set_rbac_manager(rbac)
     abac = ABACPolicyEngine()
