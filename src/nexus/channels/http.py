@@ -207,7 +207,7 @@ class SurfaceRoutes:
             return await explainer.explain(query)
 
         try:
-            document = await self._pipeline.inspect(invocation, answer)
+            document = await self._pipeline.inspect(invocation, answer, noted=query.summary)
         except NexusError as error:
             return problem(error, call.request_id, call.path)
         return ok(document, call.request_id)

@@ -138,11 +138,18 @@ class Pipeline:
         listing = replace(invocation, action=Action.READ, workflow=ALL_WORKFLOWS)
         return await self._call(listing, self._list)
 
-    async def inspect(self, invocation: Invocation, operation: Callable[[Invocation], Awaitable[T]]) -> T:
+    async def inspect(
+        self,
+        invocation: Invocation,
+        operation: Callable[[Invocation], Awaitable[T]],
+        *,
+        noted: Callable[[T], str] | None = None,
+    ) -> T:
         """A call on a surface of its own (`invocation.surface`, e.g. health detail or explain):
         identified, authorized for `invocation.action` on that surface, rate limited and audited
-        under `invocation.workflow` like any workflow call."""
-        return await self._call(invocation, operation)
+        under `invocation.workflow` like any workflow call. `noted(result)` adds to the audit
+        reason what the call concerned (explain: whose access it looked at)."""
+        return await self._call(invocation, operation, noted)
 
     async def refuse(self, invocation: Invocation, error: NexusError) -> NexusError:
         """A call the channel could not parse: admit it as usual, fail it with `error`, audit it.
@@ -193,7 +200,12 @@ class Pipeline:
             await self._finish(trail, started)
             raise
 
-    async def _call(self, invocation: Invocation, operation: Callable[[Invocation], Awaitable[T]]) -> T:
+    async def _call(
+        self,
+        invocation: Invocation,
+        operation: Callable[[Invocation], Awaitable[T]],
+        noted: Callable[[T], str] | None = None,
+    ) -> T:
         trail = _Trail(invocation)
         started = self._clock.monotonic()
         try:
@@ -205,6 +217,8 @@ class Pipeline:
             await self._limiter.check(invocation)
             value = await operation(invocation)
             trail.outcome, trail.error_code = Outcome.SUCCESS, None
+            if noted is not None:
+                trail.reason = f"{trail.reason}; {noted(value)}"
             return value
         except NexusError as exc:
             trail.outcome, trail.error_code = outcome_of(exc), exc.code

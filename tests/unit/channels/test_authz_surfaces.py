@@ -324,6 +324,11 @@ async def test_explain_returns_the_outcome_and_reason_for_another_principal(
     assert (yes["outcome"], yes["permission"]) == ("allow", "role 'reader' grants 'mcp:read:add'")
     records = await s.records("_authz", request_id(denied), request_id(allowed))
     assert [(r.channel, r.action, r.outcome) for r in records] == [(channel, "explain", Outcome.SUCCESS)] * 2
+    # The audit says whose access was looked at, and what came of it.
+    assert [r.reason.split("; ", 1)[1] for r in records] == [
+        f"explained API key {reader!r}: api:execute on workflow 'add' -> invisible",
+        f"explained API key {reader!r}: mcp:read on workflow 'add' -> allow",
+    ]
 
 
 async def test_explain_gives_each_applicable_policy_its_outcome(s: Served) -> None:

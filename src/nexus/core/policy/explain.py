@@ -62,6 +62,20 @@ class ExplainQuery:
     draft: Mapping[str, Any] | None = None
     """{"rbac": <RoleBook document>, "abac": <PolicySet document>}; each part replaces the installed one."""
 
+    def summary(self, answer: Mapping[str, Any]) -> str:
+        """For the audit: whose access was looked at, where, and the outcome (never attribute values)."""
+        if self.user is not None:
+            who = f"user {self.user[:64]!r}"
+        elif self.api_key is not None:
+            who = f"API key {self.api_key[:64]!r}"
+        else:
+            who = f"roles {sorted(self.roles)!r}"
+        extra = " with given attributes" if self.attributes else ""
+        what = f"workflow {self.workflow[:64]!r}" if self.workflow else f"the {self.surface} surface"
+        draft = " under a draft" if self.draft is not None else ""
+        outcome = answer.get("outcome", "?")
+        return f"explained {who}{extra}: {self.channel}:{self.action} on {what}{draft} -> {outcome}"
+
     @classmethod
     def from_document(cls, body: Mapping[str, Any]) -> ExplainQuery:
         """Read a request body; every fault is an `InvalidInputError` naming the field."""
