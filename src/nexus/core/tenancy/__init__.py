@@ -1,0 +1,1 @@
+"""Tenants: the model, the registry port, quotas and routing (what core decides about tenancy)."""

@@ -1,0 +1,57 @@
+"""Tenancy's ports: the tenant registry (memory, SQL) and the lease gauge of quotas (memory, Redis).
+
+The registry is shared by every tenant (it is how a request finds its tenant); a tenant's own data
+lives apart, as its isolation level says. Imports only core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from nexus.core.tenancy.model import Tenant
+
+
+class LeaseGauge(Protocol):
+    """Things in use at once (running workflows, live CLI sessions), counted per key across nodes.
+
+    Each use holds a lease that expires unless renewed, so a node that dies mid-run frees its
+    share after `ttl_s` instead of holding the quota forever. Every operation is atomic.
+    """
+
+    async def acquire(self, key: str, lease_id: str, *, limit: int, ttl_s: float) -> int | None:
+        """Take a lease if fewer than `limit` live ones exist: the count in use after taking it,
+        or None when the key is at its limit (nothing taken)."""
+        ...
+
+    async def renew(self, key: str, lease_id: str, *, ttl_s: float) -> bool:
+        """Extend a live lease; False when it has expired or was never taken."""
+        ...
+
+    async def release(self, key: str, lease_id: str) -> None:
+        """Give a lease back (no error when it is gone already)."""
+        ...
+
+    async def count(self, key: str) -> int:
+        """Live leases under `key` (for the usage metric)."""
+        ...
+
+
+class TenantStore(Protocol):
+    async def add(self, tenant: Tenant) -> None:
+        """Raises `ConfigurationError` when the id, the API subdomain, the CLI prefix or the MCP
+        port is already another tenant's (each routes to exactly one tenant)."""
+        ...
+
+    async def get(self, tenant_id: str) -> Tenant | None: ...
+
+    async def list(self) -> Sequence[Tenant]:
+        """Every tenant, by id."""
+        ...
+
+    async def set_suspended(self, tenant_id: str, at: datetime | None) -> bool:
+        """Suspend (at `at`) or reactivate (None); False when there is no such tenant."""
+        ...
+
+    async def delete(self, tenant_id: str) -> bool: ...
