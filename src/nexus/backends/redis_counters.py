@@ -6,17 +6,14 @@ Counting is the `limits` moving window of `nexus.backends.counters`; Redis failu
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import redis.asyncio
 import redis.exceptions
 from limits.aio.storage import RedisStorage
 
 from nexus.backends.counters import _LimitsCounter
+from nexus.backends.redis_url import redis_location
 from nexus.core.types import Usage
 from nexus.errors import ConfigurationError, DependencyUnavailableError
-
-_REDIS_SCHEMES = frozenset({"redis", "rediss"})
 
 
 class RedisCounterStore:
@@ -32,7 +29,7 @@ class RedisCounterStore:
     """
 
     def __init__(self, url: str, *, key_prefix: str = "nexus", timeout_s: float = 2.0) -> None:
-        self._location = _location(url)
+        self._location = redis_location(url)
         # The pool is ours, not the `limits` bridge's, so `close()` can release its connections.
         try:
             self._pool: redis.asyncio.ConnectionPool = redis.asyncio.ConnectionPool.from_url(
@@ -88,17 +85,3 @@ class RedisCounterStore:
 
     def _unavailable(self) -> DependencyUnavailableError:
         return DependencyUnavailableError(f"Rate-limit counters at {self._location} are unavailable.")
-
-
-def _location(url: str) -> str:
-    """`host:port` of a Redis URL, for messages: never its user name or password."""
-    parts = urlsplit(url)
-    if parts.scheme not in _REDIS_SCHEMES:
-        raise ConfigurationError(
-            f"redis_url must start with redis:// or rediss://, got scheme {parts.scheme or '(none)'!r}."
-        )
-    try:
-        port = parts.port or 6379
-    except ValueError as exc:
-        raise ConfigurationError("redis_url has an invalid port.") from exc
-    return f"redis {parts.hostname or 'localhost'}:{port}"

@@ -37,6 +37,8 @@ class LeaseGauge(Protocol):
         """Live leases under `key` (for the usage metric)."""
         ...
 
+    async def close(self) -> None: ...
+
 
 class TenantStore(Protocol):
     async def add(self, tenant: Tenant) -> None:
