@@ -1,6 +1,7 @@
 """In-process stores: the embedded defaults for tests and single-process demos.
 
-API keys, audit records, and the identity stores (users, second factors, sessions, signing keys).
+API keys, audit records, the identity stores (users, second factors, sessions, signing keys) and the
+tenant registry.
 Same semantics as the SQL stores, nothing survives the process. Imports only core types and errors.
 """
 
@@ -16,6 +17,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from nexus.core.auth.model import Factor, FactorKind, Session, SigningKey, User, username_key
+from nexus.core.tenancy.model import Tenant, TenantStatus
 from nexus.core.types import ApiKey, AuditRecord, Channel
 from nexus.errors import ConfigurationError, DependencyUnavailableError, InvalidInputError
 
@@ -377,3 +379,59 @@ class MemorySigningKeyStore:
         if key.retired_at is None:
             self._keys[kid] = replace(key, retired_at=retired_at)
         return True
+
+
+class MemoryTenantStore:
+    """Tenants by id; the id and each route (API subdomain, CLI prefix, MCP port) belong to one tenant."""
+
+    def __init__(self) -> None:
+        self._tenants: dict[str, Tenant] = {}
+
+    async def add(self, tenant: Tenant) -> None:
+        """Store a new tenant.
+
+        Raises:
+            ConfigurationError: the id, the API subdomain, the CLI prefix or the MCP port is taken.
+        """
+        stored = replace(
+            tenant,
+            status=TenantStatus(tenant.status),
+            created_at=_as_utc(tenant.created_at, "created_at"),
+            suspended_at=_optional_utc(tenant.suspended_at, "suspended_at"),
+        )
+        if tenant.tenant_id in self._tenants:
+            raise ConfigurationError(f"A tenant with id {tenant.tenant_id!r} already exists.")
+        taken = {route for other in self._tenants.values() for route in _tenant_routes(other)}
+        for name, value in _tenant_routes(tenant):
+            if value is not None and (name, value) in taken:
+                raise ConfigurationError(f"The {name} {value!r} is already another tenant's.")
+        self._tenants[tenant.tenant_id] = stored
+
+    async def get(self, tenant_id: str) -> Tenant | None:
+        return self._tenants.get(tenant_id)
+
+    async def list(self) -> Sequence[Tenant]:
+        """Every tenant, by id."""
+        return [self._tenants[tenant_id] for tenant_id in sorted(self._tenants)]
+
+    async def set_suspended(self, tenant_id: str, at: datetime | None) -> bool:
+        """Suspend (at `at`) or reactivate (None); False when there is no such tenant."""
+        suspended_at = _optional_utc(at, "at")
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None:
+            return False
+        status = TenantStatus.ACTIVE if suspended_at is None else TenantStatus.SUSPENDED
+        self._tenants[tenant_id] = replace(tenant, status=status, suspended_at=suspended_at)
+        return True
+
+    async def delete(self, tenant_id: str) -> bool:
+        return self._tenants.pop(tenant_id, None) is not None
+
+
+def _tenant_routes(tenant: Tenant) -> tuple[tuple[str, str | int | None], ...]:
+    config = tenant.config
+    return (
+        ("api_subdomain", config.api_subdomain),
+        ("cli_prefix", config.cli_prefix),
+        ("mcp_port", config.mcp_port),
+    )

@@ -159,3 +159,21 @@ signing_keys = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("retired_at", UtcDateTime, nullable=True),
 )
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("tenant_id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("config", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("suspended_at", UtcDateTime, nullable=True),
+    # Copies of the routes in `config`, so the database itself refuses two tenants on one route.
+    Column("api_subdomain", Text, nullable=True),
+    Column("cli_prefix", Text, nullable=True),
+    Column("mcp_port", Integer, nullable=True),
+    UniqueConstraint("api_subdomain", name="uq_tenants_api_subdomain"),
+    UniqueConstraint("cli_prefix", name="uq_tenants_cli_prefix"),
+    UniqueConstraint("mcp_port", name="uq_tenants_mcp_port"),
+)

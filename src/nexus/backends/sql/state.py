@@ -1,4 +1,4 @@
-"""The SQL state store: one engine, migrated at open, exposing the key, audit and identity stores.
+"""The SQL state store: one engine, migrated at open, exposing the key, audit, identity and tenant stores.
 
 `open_state(url)` is the only way in; SQLite (the default file) and PostgreSQL are chosen by URL.
 """
@@ -29,6 +29,7 @@ from nexus.backends.sql.factor_store import SqlFactorStore
 from nexus.backends.sql.key_store import SqlKeyStore
 from nexus.backends.sql.session_store import SqlSessionStore
 from nexus.backends.sql.signing_key_store import SqlSigningKeyStore
+from nexus.backends.sql.tenant_store import SqlTenantStore
 from nexus.backends.sql.upgrade import MigrationFailedError, UnknownRevisionError, migrate
 from nexus.backends.sql.user_store import SqlUserStore
 from nexus.errors import ConfigurationError, DependencyUnavailableError
@@ -45,6 +46,7 @@ class SqlState:
         self.factors = SqlFactorStore(engine)
         self.sessions = SqlSessionStore(engine)
         self.signing_keys = SqlSigningKeyStore(engine)
+        self.tenants = SqlTenantStore(engine)
 
     @property
     def url(self) -> str:
