@@ -1,0 +1,132 @@
+"""Tenant routing cost at 10, 100 and 1,000 tenants: `python -m bench.tenancy`.
+
+Times `TenantRouter` resolving the API host, the CLI prefix, the MCP port and the MCP path, each
+for a random tenant (and a share of unknown routes), and prints p50 per lookup for each size and
+the ratio of the largest to the smallest. Routing must stay flat: every lookup is one dict read.
+Each lookup's answer is checked before timing, so a broken router cannot look fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+from nexus.core.tenancy.model import Tenant, TenantConfig
+from nexus.core.tenancy.routing import RoutingRules, TenantIndex, TenantRouter
+
+SIZES = (10, 100, 1_000)
+LOOKUPS = 50_000
+BASE = "api.company.com"
+RESULTS = Path(__file__).resolve().parent / "results" / "tenancy.json"
+# Flat means the largest size costs at most this much more per lookup than the smallest.
+FLAT_RATIO = 1.5
+
+
+class WrongRouteError(Exception):
+    """A lookup answered the wrong tenant: timing it would measure the wrong thing."""
+
+
+def tenants(count: int) -> list[Tenant]:
+    now = datetime(2026, 11, 26, tzinfo=UTC)
+    return [
+        Tenant(
+            f"t{i:05d}",
+            f"Tenant {i}",
+            TenantConfig(api_subdomain=f"t{i:05d}", cli_prefix=f"c{i:05d}", mcp_port=10_000 + i),
+            now,
+        )
+        for i in range(count)
+    ]
+
+
+def lookups(
+    router: TenantRouter, population: Sequence[Tenant], rng: random.Random
+) -> dict[str, list[Callable[[], object]]]:
+    """Per route kind, a list of zero-argument lookups (10% for routes no tenant has)."""
+    picks = [rng.choice(population) if rng.random() < 0.9 else None for _ in range(LOOKUPS)]
+    hosts = [f"{t.tenant_id}.{BASE}" if t else f"nobody.{BASE}" for t in picks]
+    prefixes = [f"c{t.tenant_id[1:]}" if t else "nobody" for t in picks]
+    ports = [10_000 + int(t.tenant_id[1:]) if t else 9 for t in picks]
+    paths = [f"/t/{t.tenant_id}/mcp" if t else "/t/nobody/mcp" for t in picks]
+    return {
+        "api host": [partial(router.for_api, host, "192.0.2.1") for host in hosts],
+        "cli prefix": [partial(router.for_cli, prefix) for prefix in prefixes],
+        "mcp port": [partial(router.for_mcp_port, port) for port in ports],
+        "mcp path": [partial(router.for_mcp_path, path) for path in paths],
+    }
+
+
+def check(router: TenantRouter, population: Sequence[Tenant]) -> None:
+    for tenant in (population[0], population[-1]):
+        suffix = tenant.tenant_id[1:]
+        answers = (
+            router.for_api(f"{tenant.tenant_id}.{BASE}", "192.0.2.1"),
+            router.for_cli(f"c{suffix}"),
+            router.for_mcp_port(10_000 + int(suffix)),
+            router.for_mcp_path(f"/t/{tenant.tenant_id}/mcp"),
+        )
+        if any(answer is not tenant for answer in answers):
+            raise WrongRouteError(f"{tenant.tenant_id}: {answers}")
+    if router.for_api(f"nobody.{BASE}", "192.0.2.1") is not None:
+        raise WrongRouteError("an unknown subdomain found a tenant")
+
+
+def p50_ns(calls: Sequence[Callable[[], object]]) -> float:
+    clock = time.perf_counter_ns
+    durations = []
+    for call in calls:
+        start = clock()
+        call()
+        durations.append(clock() - start)
+    return statistics.median(durations)
+
+
+def measure(sizes: Sequence[int] = SIZES, seed: int = 7) -> dict[str, dict[str, float]]:
+    """p50 nanoseconds per lookup, by route kind and tenant count."""
+    rules = RoutingRules.from_mapping({}, base_domain=BASE)
+    table: dict[str, dict[str, float]] = {}
+    for size in sizes:
+        population = tenants(size)
+        router = TenantRouter(rules, TenantIndex.of(population))
+        check(router, population)
+        for kind, calls in lookups(router, population, random.Random(seed)).items():
+            p50_ns(calls[:1000])  # warm up
+            table.setdefault(kind, {})[str(size)] = p50_ns(calls)
+    return table
+
+
+def render(table: dict[str, dict[str, float]], sizes: Sequence[int]) -> str:
+    head = ["route", *(f"{size} tenants" for size in sizes), f"{sizes[-1]}/{sizes[0]}", "result"]
+    rows = [head]
+    for kind, by_size in table.items():
+        ratio = by_size[str(sizes[-1])] / by_size[str(sizes[0])]
+        cells = [f"{by_size[str(size)]:.0f} ns" for size in sizes]
+        rows.append([kind, *cells, f"{ratio:.2f}", "flat" if ratio <= FLAT_RATIO else "GROWS"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.tenancy", description=__doc__)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    table = measure()
+    print(render(table, SIZES))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({"p50_ns": table, "sizes": SIZES, "lookups": LOOKUPS}, indent=2))
+    print(f"JSON: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
