@@ -8,6 +8,7 @@ from __future__ import annotations
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     GCCollector,
     Histogram,
     PlatformCollector,
@@ -21,6 +22,7 @@ from nexus.core.types import Channel, Outcome
 CHANNEL_REQUESTS = "nexus_channel_requests_total"
 CHANNEL_REQUEST_DURATION = "nexus_channel_request_duration_seconds"
 WORKFLOW_DURATION = "nexus_workflow_duration_seconds"
+TENANT_RESOURCE_USAGE = "nexus_tenant_resource_usage"
 
 # The pipeline itself should cost well under a millisecond, so the call buckets start there.
 _CALL_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -63,6 +65,13 @@ class PrometheusMeter:
             buckets=_WORKFLOW_BUCKETS,
             registry=self.registry,
         )
+        self._tenant_usage = Gauge(
+            TENANT_RESOURCE_USAGE,
+            "What each tenant uses now of each quota's resource (requests this hour, runs, sessions, ...).",
+            ("tenant", "resource"),
+            registry=self.registry,
+        )
+        self._tenant_resources: dict[str, set[str]] = {}
         # `.labels()` hashes and locks on every call; the hot path looks its children up here instead.
         self._request_children: dict[tuple[Channel, str, Outcome], Counter] = {}
         self._call_children: dict[Channel, Histogram] = {}
@@ -88,6 +97,15 @@ class PrometheusMeter:
         if duration is None:
             duration = self._workflow_children[workflow] = self._workflow_duration.labels(workflow)
         duration.observe(duration_s)
+
+    def observe_tenant_usage(self, tenant_id: str, resource: str, value: float) -> None:
+        """Set a tenant's current use of `resource` (tenant ids are registered ids, a bounded set)."""
+        self._tenant_usage.labels(tenant_id, resource).set(value)
+        self._tenant_resources.setdefault(tenant_id, set()).add(resource)
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        for resource in self._tenant_resources.pop(tenant_id, set()):
+            self._tenant_usage.remove(tenant_id, resource)
 
     def render(self) -> tuple[bytes, str]:
         """Return the exposition text of every metric and its content type."""

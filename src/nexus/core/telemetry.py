@@ -26,3 +26,9 @@ class NoopMeter:
 
     def observe_workflow(self, workflow: str, duration_s: float) -> None:
         return None
+
+    def observe_tenant_usage(self, tenant_id: str, resource: str, value: float) -> None:
+        return None
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        return None

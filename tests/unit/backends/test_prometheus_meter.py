@@ -93,3 +93,19 @@ def test_render_includes_process_metrics() -> None:
     body, _ = PrometheusMeter().render()
 
     assert b"process_resident_memory_bytes" in body
+
+
+def test_tenant_usage_is_a_gauge_per_tenant_and_resource_and_a_deleted_tenant_leaves_no_series() -> None:
+    meter = PrometheusMeter()
+    meter.observe_tenant_usage("acme", "concurrent_workflows", 3)
+    meter.observe_tenant_usage("acme", "concurrent_workflows", 2)
+    meter.observe_tenant_usage("acme", "cli_sessions", 1)
+    meter.observe_tenant_usage("globex", "cli_sessions", 4)
+    text = meter.render()[0].decode()
+    assert "# TYPE nexus_tenant_resource_usage gauge" in text
+    assert 'nexus_tenant_resource_usage{resource="concurrent_workflows",tenant="acme"} 2.0' in text
+    meter.forget_tenant("acme")
+    text = meter.render()[0].decode()
+    assert 'tenant="acme"' not in text
+    assert 'nexus_tenant_resource_usage{resource="cli_sessions",tenant="globex"} 4.0' in text
+    meter.forget_tenant("nobody")  # nothing to drop is no error

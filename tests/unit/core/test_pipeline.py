@@ -85,6 +85,12 @@ class RecordingMeter:
     def observe_workflow(self, workflow: str, duration_s: float) -> None:
         self.workflows.append((workflow, duration_s))
 
+    def observe_tenant_usage(self, tenant_id: str, resource: str, value: float) -> None:
+        raise AssertionError("the pipeline reports no tenant usage yet")
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        raise AssertionError("the pipeline forgets no tenant yet")
+
 
 @dataclass
 class Rig:
