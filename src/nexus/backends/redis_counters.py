@@ -11,9 +11,9 @@ import redis.exceptions
 from limits.aio.storage import RedisStorage
 
 from nexus.backends.counters import _LimitsCounter
-from nexus.backends.redis_url import redis_location
+from nexus.backends.redis_url import redis_location, redis_pool
 from nexus.core.types import Usage
-from nexus.errors import ConfigurationError, DependencyUnavailableError
+from nexus.errors import DependencyUnavailableError
 
 
 class RedisCounterStore:
@@ -31,12 +31,7 @@ class RedisCounterStore:
     def __init__(self, url: str, *, key_prefix: str = "nexus", timeout_s: float = 2.0) -> None:
         self._location = redis_location(url)
         # The pool is ours, not the `limits` bridge's, so `close()` can release its connections.
-        try:
-            self._pool: redis.asyncio.ConnectionPool = redis.asyncio.ConnectionPool.from_url(
-                url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
-            )
-        except ValueError as exc:
-            raise ConfigurationError(f"redis_url for {self._location} is not valid: {exc}") from exc
+        self._pool = redis_pool(url, timeout_s=timeout_s)
         storage = RedisStorage(
             url,
             implementation="redispy",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import redis.asyncio
 import redis.exceptions
 
+from nexus.backends.redis_url import redis_client
 from nexus.errors import DependencyUnavailableError
 
 
@@ -16,9 +17,7 @@ class RedisEphemeralStore:
 
     def __init__(self, url: str, *, key_prefix: str = "nexus:eph:", timeout_s: float = 2.0) -> None:
         self._prefix = key_prefix
-        self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
-            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, decode_responses=True
-        )
+        self._client = redis_client(url, timeout_s=timeout_s, decode_responses=True)
 
     async def put(self, key: str, value: str, ttl_s: float) -> None:
         await self._do(self._client.set(self._prefix + key, value, px=_ms(ttl_s)))

@@ -13,8 +13,8 @@ import redis.asyncio
 import redis.exceptions
 
 from nexus.backends.lease_gauge import check_lease_terms
-from nexus.backends.redis_url import redis_location
-from nexus.errors import ConfigurationError, DependencyUnavailableError
+from nexus.backends.redis_url import redis_client, redis_location
+from nexus.errors import DependencyUnavailableError
 
 _IDLE_GRACE_MS = 1000
 """How long a key outlives its longest lease before Redis deletes it."""
@@ -86,12 +86,7 @@ class RedisLeaseGauge:
     def __init__(self, url: str, *, key_prefix: str = "nexus:lease:", timeout_s: float = 2.0) -> None:
         self._location = redis_location(url)
         self._prefix = key_prefix
-        try:
-            self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
-                url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s
-            )
-        except ValueError as exc:
-            raise ConfigurationError(f"redis_url for {self._location} is not valid: {exc}") from exc
+        self._client = redis_client(url, timeout_s=timeout_s)
         self._acquire = self._client.register_script(_ACQUIRE)
         self._renew = self._client.register_script(_RENEW)
         self._count = self._client.register_script(_COUNT)

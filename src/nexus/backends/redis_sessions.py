@@ -16,6 +16,7 @@ from typing import Any, Final, TypeVar
 import redis.asyncio
 import redis.exceptions
 
+from nexus.backends.redis_url import redis_client
 from nexus.core.auth.model import Session
 from nexus.core.types import Channel
 from nexus.errors import DependencyUnavailableError, InvalidInputError
@@ -92,9 +93,7 @@ class RedisSessionStore:
     def __init__(self, url: str, *, key_prefix: str = "nexus:sess:", timeout_s: float = 2.0) -> None:
         self._sessions = key_prefix + "s:"
         self._users = key_prefix + "u:"
-        self._client: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
-            url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s, decode_responses=True
-        )
+        self._client = redis_client(url, timeout_s=timeout_s, decode_responses=True)
         self._create = self._client.register_script(_CREATE)
         self._reauthenticated = self._client.register_script(_REAUTHENTICATED)
         self._revoke = self._client.register_script(_REVOKE)
