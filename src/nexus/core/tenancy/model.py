@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -23,6 +24,9 @@ _SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _PREFIX = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _WORD = re.compile(r"[a-z0-9][a-z0-9_]{0,31}")
 _NAME_MAX = 200
+_SHARED_SCHEMAS = frozenset({"public", "information_schema", "nexus"})
+# Control, format (bidi overrides) and line/paragraph separators: names are shown in terminals and logs.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 class IsolationLevel(enum.StrEnum):
@@ -144,8 +148,10 @@ class Tenant:
         check_tenant_id(self.tenant_id)
         if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > _NAME_MAX:
             raise ConfigurationError(f"A tenant's name is 1 to {_NAME_MAX} characters, got {self.name!r}.")
-        if any(ord(char) < 32 for char in self.name):
-            raise ConfigurationError("A tenant's name must not hold control characters.")
+        if any(unicodedata.category(char) in _UNPRINTABLE for char in self.name):
+            raise ConfigurationError(
+                "A tenant's name must not hold control, format or line-breaking characters."
+            )
         if self.created_at.tzinfo is None:
             raise ConfigurationError("created_at must be timezone-aware.")
 
@@ -160,6 +166,11 @@ def check_tenant_id(tenant_id: object) -> str:
         raise ConfigurationError(
             f"Invalid tenant id {str(tenant_id)[:64]!r}: a lowercase letter, then up to 47 lowercase "
             "letters, digits or '_'."
+        )
+    if tenant_id in _SHARED_SCHEMAS or tenant_id.startswith("pg_"):
+        # A tenant named like PostgreSQL's own or the shared schema would share its tables.
+        raise ConfigurationError(
+            f"Invalid tenant id {tenant_id!r}: it names a schema PostgreSQL or Nexus keeps."
         )
     return tenant_id
 

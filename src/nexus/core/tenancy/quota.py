@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from nexus.core.tenancy.ports import LeaseGauge
 from nexus.core.types import Channel, Usage
 from nexus.errors import ConfigurationError, QuotaExceededError
 
+log = logging.getLogger("nexus.tenancy.quota")
 HOUR_S = 3600
 # A run renews its lease every third of this; a dead node's runs stop counting after it.
 RUN_LEASE_S = 30.0
@@ -77,22 +79,27 @@ class TenantQuotas:
 
     @contextlib.asynccontextmanager
     async def running(self, tenant: Tenant, run_id: str) -> AsyncIterator[None]:
-        """Hold one of the tenant's `concurrent_workflows` slots while the block runs."""
+        """Hold one of the tenant's `concurrent_workflows` slots while the block runs.
+
+        The slot is a lease renewed in the background; a renewal that fails is retried, a lease
+        lost meanwhile is taken again, and neither ever changes how the run itself ends.
+        """
         limit = self.book.profile_of(tenant).limit(Resource.CONCURRENT_WORKFLOWS)
         if limit is None:
             yield
             return
         key = quota_key(tenant.tenant_id, Resource.CONCURRENT_WORKFLOWS)
-        if await self._leases.acquire(key, run_id, limit=limit, ttl_s=self._run_lease_s) is None:
-            raise _exceeded(tenant, Resource.CONCURRENT_WORKFLOWS, limit, 1)
-        renewing = asyncio.create_task(self._renew(key, run_id))
+        await self._take(tenant, Resource.CONCURRENT_WORKFLOWS, key, run_id, limit, self._run_lease_s, 1)
+        renewing = asyncio.create_task(self._keep(key, run_id, limit))
         try:
             yield
         finally:
             renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
-            await self._leases.release(key, run_id)
+            try:
+                # wait() neither raises the renewer's errors nor swallows a cancellation of ours.
+                await asyncio.wait({renewing})
+            finally:
+                await self._release(key, run_id)
 
     async def open_cli_session(self, tenant: Tenant, session_id: str, *, ttl_s: float) -> None:
         """Count a CLI session against `cli_sessions` for its lifetime (`close_cli_session` ends it)."""
@@ -100,8 +107,7 @@ class TenantQuotas:
         if limit is None:
             return
         key = quota_key(tenant.tenant_id, Resource.CLI_SESSIONS)
-        if await self._leases.acquire(key, session_id, limit=limit, ttl_s=ttl_s) is None:
-            raise _exceeded(tenant, Resource.CLI_SESSIONS, limit, 60)
+        await self._take(tenant, Resource.CLI_SESSIONS, key, session_id, limit, ttl_s, 60)
 
     async def close_cli_session(self, tenant: Tenant, session_id: str) -> None:
         await self._leases.release(quota_key(tenant.tenant_id, Resource.CLI_SESSIONS), session_id)
@@ -122,10 +128,47 @@ class TenantQuotas:
             for resource in (Resource.CONCURRENT_WORKFLOWS, Resource.CLI_SESSIONS)
         }
 
-    async def _renew(self, key: str, run_id: str) -> None:
+    async def _take(
+        self,
+        tenant: Tenant,
+        resource: Resource,
+        key: str,
+        lease_id: str,
+        limit: int,
+        ttl_s: float,
+        retry_s: int,
+    ) -> None:
+        try:
+            taken = await self._leases.acquire(key, lease_id, limit=limit, ttl_s=ttl_s)
+        except BaseException:
+            # Cancelled or failed while the store may already have granted it: give it back.
+            await self._release(key, lease_id)
+            raise
+        if taken is None:
+            raise _exceeded(tenant, resource, limit, retry_s)
+
+    async def _keep(self, key: str, run_id: str, limit: int) -> None:
+        """Renew the run's lease until cancelled; take it again if it was lost (a store restart)."""
+        ttl_s = self._run_lease_s
         while True:
-            await asyncio.sleep(self._run_lease_s / 3)
-            await self._leases.renew(key, run_id, ttl_s=self._run_lease_s)
+            await asyncio.sleep(ttl_s / 3)
+            try:
+                renewed = await self._leases.renew(key, run_id, ttl_s=ttl_s)
+                retaken = renewed or await self._leases.acquire(key, run_id, limit=limit, ttl_s=ttl_s)
+                if retaken is None:
+                    log.warning("a run lost its quota slot and others took it", extra={"quota_key": key})
+            except Exception:  # the store is down: try again next time, the run goes on
+                log.warning("could not renew a run's quota slot", extra={"quota_key": key}, exc_info=True)
+
+    async def _release(self, key: str, lease_id: str) -> None:
+        try:
+            await self._leases.release(key, lease_id)
+        except Exception:  # the lease expires by itself; the caller's outcome stands
+            log.warning(
+                "could not release a quota slot; it expires by itself",
+                extra={"quota_key": key},
+                exc_info=True,
+            )
 
 
 def _exceeded(tenant: Tenant, resource: Resource, limit: int, retry_after: int) -> QuotaExceededError:

@@ -21,6 +21,7 @@ API_MODES: Final = ("subdomain",)
 CLI_MODES: Final = ("prefix",)
 MCP_MODES: Final = ("port_offset", "path")
 _DOMAIN = re.compile(r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}")
+_SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _MCP_PATH = re.compile(r"/t/([a-z][a-z0-9_]{0,47})/mcp")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -75,6 +76,8 @@ class RoutingRules:
             address = ipaddress.ip_address(client_addr)
         except ValueError:
             return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # an IPv4 proxy as a dual-stack listener reports it
         return any(address in network for network in self.trusted_proxies)
 
 
@@ -123,8 +126,8 @@ class TenantRouter:
 
     def subdomain_of(self, host: str | None) -> str | None:
         """`tenant1` of `tenant1.api.company.com[:port]`; None for any other shape of host."""
-        if not host or self._suffix is None:
-            return None
+        if not host or self._suffix is None or not host.isascii():
+            return None  # lower() maps some non-ASCII letters onto ASCII ones (KELVIN SIGN -> k)
         name = host.lower()
         if name.startswith("["):  # an IPv6 literal is never a tenant's host
             return None
@@ -133,7 +136,7 @@ class TenantRouter:
         if not name.endswith(self._suffix):
             return None
         label = name[: -len(self._suffix)]
-        return label if label and "." not in label else None
+        return label if _SUBDOMAIN.fullmatch(label) else None
 
     def for_cli(self, prefix: str | None) -> Tenant | None:
         return self.index.by_prefix.get(prefix) if prefix else None
