@@ -110,17 +110,8 @@ class Nexus:
         catalog: Catalog = self._catalog
         return catalog.register(name, workflow, description=description, tags=tags, metadata=metadata)
 
-    def register_workflow(
-        self,
-        name: str,
-        workflow: Workflow,
-        *,
-        description: str | None = None,
-        tags: Iterable[str] = (),
-        metadata: Mapping[str, Any] | None = None,
-    ) -> Registration:
-        """The source document's name for `register`."""
-        return self.register(name, workflow, description=description, tags=tags, metadata=metadata)
+    register_workflow = register
+    """The source document's name for `register` (users of the Kailash SDK write it)."""
 
     # -- authorization ---------------------------------------------------------------------------
 

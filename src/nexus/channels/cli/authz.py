@@ -16,6 +16,7 @@ import typer
 
 from nexus.channels.cli.pairs import parse_pairs
 from nexus.channels.cli.problem import Failure
+from nexus.core.types import Channel
 from nexus.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -31,12 +32,6 @@ authz_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
-
-
-class ChannelName(StrEnum):
-    API = "api"
-    CLI = "cli"
-    MCP = "mcp"
 
 
 class SurfaceName(StrEnum):
@@ -89,7 +84,7 @@ def read_draft(path: Path) -> dict[str, Any]:
 @authz_app.command("explain")
 def explain(
     ctx: typer.Context,
-    channel: Annotated[ChannelName, typer.Option(help="The channel the call would come over.")],
+    channel: Annotated[Channel, typer.Option(help="The channel the call would come over.")],
     action: Annotated[
         str, typer.Option(metavar="ACTION", help="What the call would do: read, execute, explain...")
     ],

@@ -158,10 +158,9 @@ class Explainer:
         document["draft"] = query.draft is not None
         return document
 
-    def _authorizer(self, draft: Mapping[str, Any] | None) -> Authorizer:
+    def _authorizer(self, draft: Mapping[str, Any]) -> Authorizer:
+        """A decision point for the draft's parts, the installed ones for the parts it leaves out."""
         current = self._current()
-        if draft is None:
-            return current
         unknown = sorted(str(key) for key in draft if key not in ("rbac", "abac"))
         if unknown:
             raise InvalidInputError(f"A draft has rbac and abac parts, not {unknown}.")
