@@ -81,7 +81,7 @@ class Verdict:
 
     @property
     def satisfied(self) -> bool:
-        return self.held is (self.policy.effect == "permit")
+        return self.held is self.policy.permits
 
     def describe(self, missing: Iterable[str] = ()) -> str:
         name, effect = self.policy.name, self.policy.effect

@@ -138,6 +138,7 @@ class PolicyAuthorizer:
         rows = []
         for policy in applicable:
             verdict = Verdict(policy, policy.condition.evaluate(context))
+            missing = policy.condition.missing(context)
             rows.append(
                 {
                     "name": policy.name,
@@ -145,8 +146,8 @@ class PolicyAuthorizer:
                     "condition": policy.condition.text,
                     "held": verdict.held,
                     "satisfied": verdict.satisfied,
-                    "missing": list(policy.condition.missing(context)),
-                    "reason": verdict.describe(policy.condition.missing(context)),
+                    "missing": list(missing),
+                    "reason": verdict.describe(missing),
                 }
             )
         grant = str(rbac.grant) if rbac.grant is not None else None
