@@ -28,9 +28,10 @@ from nexus.core.authorization import Authorizer
 from nexus.core.policy.decision import PolicyAuthorizer
 from nexus.core.policy.permission import CHANNEL_WORDS, CHANNELS
 from nexus.core.telemetry import SystemClock
-from nexus.core.types import Channel, Decision, Invocation, Principal, WorkflowInfo
+from nexus.core.types import Decision, Invocation, Principal, WorkflowInfo
 from nexus.enterprise.authz import ABACPolicyEngine, RBACManager
 from nexus.settings import Authz
+from nexus.testing.authz import question
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "authz.json"
 TARGET_P50_US = 20.0
@@ -56,18 +57,7 @@ def request(
     surface: str | None,
     address: str,
 ) -> Request:
-    name = workflow.name if workflow is not None else f"_{surface}"
-    call = Invocation(
-        "bench",
-        Channel(channel),
-        name,
-        {},
-        principal=principal,
-        action=action,
-        surface=surface,
-        client_addr=address,
-    )
-    return call, workflow
+    return question(principal, channel, action, workflow, surface=surface, client_addr=address), workflow
 
 
 def ask(authorizer: Authorizer, *asked: Any) -> Decision:

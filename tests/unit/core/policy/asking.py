@@ -1,4 +1,4 @@
-"""Ask a decision point as a channel would: the question as an `Invocation`, the target apart."""
+"""`nexus.testing.authz` bound to one decision point, and the same question for `explain`."""
 
 from __future__ import annotations
 
@@ -7,40 +7,8 @@ from typing import Any
 
 from nexus.core.authorization import Authorizer
 from nexus.core.policy.decision import Explanation, PolicyAuthorizer
-from nexus.core.types import Channel, Decision, Invocation, Principal, WorkflowInfo
-
-
-def question(
-    principal: Principal,
-    channel: str,
-    action: str,
-    workflow: WorkflowInfo | None,
-    *,
-    surface: str | None = None,
-    client_addr: str = "",
-) -> Invocation:
-    name = workflow.name if workflow is not None else f"_{surface}" if surface else "*"
-    return Invocation(
-        "test",
-        Channel(channel),
-        name,
-        {},
-        principal=principal,
-        action=action,
-        surface=surface,
-        client_addr=client_addr,
-    )
-
-
-def ask(
-    authorizer: Authorizer,
-    principal: Principal,
-    channel: str,
-    action: str,
-    workflow: WorkflowInfo | None,
-    **where: Any,
-) -> Decision:
-    return authorizer.decide(question(principal, channel, action, workflow, **where), workflow)
+from nexus.core.types import Decision, Principal, WorkflowInfo
+from nexus.testing.authz import ask, question
 
 
 def deciding(authorizer: Authorizer) -> Callable[..., Decision]:
