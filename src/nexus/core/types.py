@@ -73,6 +73,10 @@ class Principal:
     """When the caller last proved who they are (step-up compares against it); None when unknown."""
     name: str = ""
     """A name people use: the username of a login, the name of an API key (roles are assigned by it)."""
+    tenants: frozenset[str] = frozenset()
+    """The tenants this principal belongs to; empty for a platform principal (no tenant's routes)."""
+    tenant_id: str | None = None
+    """The tenant a session-derived principal logged in to (a session never crosses tenants)."""
 
     @property
     def is_anonymous(self) -> bool:
@@ -80,6 +84,29 @@ class Principal:
 
 
 ANONYMOUS = Principal(id="anonymous", kind="anonymous")
+
+
+class RouteKind(enum.StrEnum):
+    """How a call named its tenant: never by its inputs, only by how it arrived."""
+
+    HOST = "host"
+    """API: the Host header (a tenant's subdomain under the base domain, or the platform's host)."""
+    PREFIX = "prefix"
+    """CLI: `nexus --tenant <prefix>`."""
+    PORT = "port"
+    """MCP: the listener's port (port-offset routing)."""
+    PATH = "path"
+    """MCP: the tenant id of `/t/{tenant_id}/mcp`."""
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRoute:
+    """What a channel saw of a call's route, untranslated; core decides which tenant it names."""
+
+    kind: RouteKind
+    value: str
+    forwarded_host: str | None = None
+    """HOST only: X-Forwarded-Host, believed only from a trusted proxy's address."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +125,10 @@ class Invocation:
     surface: str | None = None
     """None for workflows as tools, commands and endpoints; "resources" for workflows as MCP
     resources; or a surface of its own ("health", "authz"), with `workflow` naming it for the audit."""
+    route: TenantRoute | None = None
+    """How the call arrived (set by the channel); None when the app serves no tenants."""
+    tenant_id: str | None = None
+    """The tenant the route named, set by the pipeline only (channels' values are overwritten)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +175,8 @@ class AuditRecord:
     duration_ms: float
     client_addr: str = ""
     reason: str = ""
+    tenant_id: str | None = None
+    """The tenant whose route the call came by; None for the platform's own routes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +189,8 @@ class ApiKey:
     roles: frozenset[str]
     created_at: datetime
     revoked_at: datetime | None = None
+    tenants: frozenset[str] = frozenset()
+    """The tenants whose routes accept this key; empty: the platform's routes only."""
 
     @property
     def is_revoked(self) -> bool:

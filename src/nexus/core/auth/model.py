@@ -57,6 +57,8 @@ class User:
     password_hash: str | None = field(default=None, repr=False)
     phone: str | None = field(default=None, repr=False)
     disabled: bool = False
+    tenants: frozenset[str] = frozenset()
+    """The tenants this user may log in to; empty: the platform's routes only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +106,8 @@ class Session:
     mfa_time: datetime | None = None
     mfa_channels: frozenset[Channel] = frozenset()
     revoked_at: datetime | None = None
+    tenant_id: str | None = None
+    """The tenant logged in to (its route at login); with session isolation, valid there only."""
 
     def is_live(self, now: datetime) -> bool:
         return self.revoked_at is None and now < self.expires_at
