@@ -38,8 +38,18 @@ def serve_mcp(spec: str) -> None:
         app.serve_mcp_stdio()
 
 
-def create_key(app_spec: str | None, state_url: str | None, name: str, roles: Iterable[str]) -> IssuedKey:
-    return asyncio.run(admin_app(app_spec, state_url).create_api_key(name, roles=roles))
+def create_key(
+    app_spec: str | None,
+    state_url: str | None,
+    name: str,
+    roles: Iterable[str],
+    tenants: Iterable[str] = (),
+) -> IssuedKey:
+    app = admin_app(app_spec, state_url)
+    try:
+        return asyncio.run(app.create_api_key(name, roles=roles, tenants=tenants))
+    except ConfigurationError as error:  # an invalid tenant id
+        raise Failure(error.title, error.message, _USAGE) from None
 
 
 def list_keys(app_spec: str | None, state_url: str | None) -> list[ApiKey]:

@@ -32,6 +32,19 @@ app.add_typer(users_app, name="users")
 
 
 AppSpec = Annotated[str, typer.Argument(metavar="MODULE:APP", help="Where the Nexus app is, e.g. myapp:app.")]
+TenantsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tenants",
+        metavar="A,B",
+        help="The tenants it belongs to: ids, comma-separated (none: the platform's routes only).",
+    ),
+]
+
+
+def _tenant_list(given: str | None) -> list[str]:
+    """`--tenants a,b` as ["a", "b"]; blanks around the commas are dropped, an empty value is none."""
+    return [part.strip() for part in (given or "").split(",") if part.strip()]
 
 
 @app.command()
@@ -74,6 +87,7 @@ def _key_row(key: ApiKey) -> dict[str, Any]:
         "key_id": key.key_id,
         "name": key.name,
         "roles": sorted(key.roles),
+        "tenants": sorted(key.tenants),
         "created_at": key.created_at.isoformat(),
         "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
     }
@@ -86,6 +100,7 @@ def create_key(
         list[str] | None,
         typer.Option("--role", "-r", metavar="ROLE", help="A role to grant (repeat for more)."),
     ] = None,
+    tenants: TenantsOption = None,
     app_spec: AppOption = None,
     state_url: StateUrlOption = None,
     as_json: JsonFlag = False,
@@ -94,7 +109,7 @@ def create_key(
     with reporting():
         from nexus import admin
 
-        issued = admin.create_key(app_spec, state_url, name, role or [])
+        issued = admin.create_key(app_spec, state_url, name, role or [], _tenant_list(tenants))
         row = _key_row(issued.key)
         if as_json:
             from nexus.channels.cli.render import print_json
@@ -104,7 +119,11 @@ def create_key(
             # The key alone on stdout, so `KEY=$(nexus keys create ...)` captures exactly it.
             typer.echo(issued.plaintext)
             roles = ", ".join(row["roles"]) or "none"
-            typer.echo(f"Created API key {row['key_id']} ({name!r}, roles: {roles}).", err=True)
+            members_of = ", ".join(row["tenants"]) or "none"
+            typer.echo(
+                f"Created API key {row['key_id']} ({name!r}, roles: {roles}, tenants: {members_of}).",
+                err=True,
+            )
         typer.echo("Warning: store this key now; it will not be shown again.", err=True)
 
 
@@ -201,6 +220,7 @@ def _user_row(user: User) -> dict[str, Any]:
         "attributes": dict(user.attributes),
         "phone": mask_phone(user.phone) if user.phone else None,
         "disabled": user.disabled,
+        "tenants": sorted(user.tenants),
         "created_at": user.created_at.isoformat(),
     }
 
@@ -220,20 +240,47 @@ def create_user(
     phone: Annotated[
         str | None, typer.Option(metavar="PHONE", help="Phone number for text-message codes.")
     ] = None,
+    tenants: TenantsOption = None,
     password_stdin: PasswordStdin = False,
 ) -> None:
     """Create a local user (the password is stored as an argon2id hash)."""
     with reporting():
         attributes = _attributes(attribute or [])
+        members_of = _tenant_list(tenants)
         password = _new_password(password_stdin)
         user = _on_app(
             target,
             lambda nx: nx.create_user(
-                username, password, roles=role or [], attributes=attributes, phone=phone
+                username, password, roles=role or [], attributes=attributes, phone=phone, tenants=members_of
             ),
         )
         roles = ", ".join(sorted(user.roles)) or "none"
-        typer.echo(f"Created user {user.username} ({user.user_id}, roles: {roles}).")
+        joined = ", ".join(sorted(user.tenants)) or "none"
+        typer.echo(f"Created user {user.username} ({user.user_id}, roles: {roles}, tenants: {joined}).")
+
+
+@users_app.command("update")
+def update_user(
+    target: AppSpec,
+    username: UserArg,
+    tenants: Annotated[
+        str | None,
+        typer.Option(
+            "--tenants",
+            metavar="A,B",
+            help="The tenant ids, comma-separated, the user may log in to (replacing the old ones; "
+            "an empty value leaves only the platform's routes).",
+        ),
+    ] = None,
+) -> None:
+    """Change a user; new tenants end the user's sessions."""
+    with reporting():
+        if tenants is None:
+            raise Failure("Nothing to change", "Give --tenants A,B (or --tenants '' for none).", USAGE)
+        members_of = _tenant_list(tenants)
+        user = _on_app(target, lambda nx: nx.update_user(username, tenants=members_of))
+        joined = ", ".join(sorted(user.tenants)) or "none"
+        typer.echo(f"Updated {user.username} (tenants: {joined}); their sessions have ended.")
 
 
 @users_app.command("list")
@@ -249,12 +296,13 @@ def list_users(target: AppSpec, as_json: JsonFlag = False) -> None:
 
         from nexus.channels.cli.render import safe
 
-        table = Table("username", "source", "roles", "disabled", "created")
+        table = Table("username", "source", "roles", "tenants", "disabled", "created")
         for row in rows:
             table.add_row(
                 safe(row["username"]),
                 safe(row["source"]),
                 safe(", ".join(row["roles"])),
+                safe(", ".join(row["tenants"])),
                 "yes" if row["disabled"] else "",
                 safe(row["created_at"][:19].replace("T", " ")),
             )

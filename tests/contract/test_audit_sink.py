@@ -28,6 +28,7 @@ def make_record(
     time: datetime = T0,
     workflow: str = "report",
     principal_id: str = "key:alice",
+    tenant_id: str | None = None,
 ) -> AuditRecord:
     return AuditRecord(
         time=time,
@@ -41,11 +42,12 @@ def make_record(
         duration_ms=12.5,
         client_addr="127.0.0.1",
         reason="rbac: role analyst lacks execute on report",
+        tenant_id=tenant_id,
     )
 
 
 async def test_recorded_entry_is_returned_by_query_with_every_field(audit_sink: AuditSink) -> None:
-    record = make_record()
+    record = make_record(tenant_id="acme")
 
     await audit_sink.record(record)
 
@@ -96,6 +98,37 @@ async def test_query_filters_by_workflow_and_by_principal(audit_sink: AuditSink)
     assert [record.request_id for record in by_workflow] == ["r3", "r1"]
     assert [record.request_id for record in by_principal] == ["r2", "r1"]
     assert [record.request_id for record in by_both] == ["r3"]
+
+
+async def test_a_tenant_filter_returns_that_tenants_records_only_never_the_platforms(
+    audit_sink: AuditSink,
+) -> None:
+    await audit_sink.record(make_record("platform", tenant_id=None))
+    await audit_sink.record(make_record("acme-1", tenant_id="acme"))
+    await audit_sink.record(make_record("globex", tenant_id="globex"))
+    await audit_sink.record(make_record("acme-2", tenant_id="acme", workflow="export"))
+
+    acme = await audit_sink.query(tenant_id="acme")
+    acme_reports = await audit_sink.query(tenant_id="acme", workflow="report")
+    everyone = await audit_sink.query()
+
+    assert [record.request_id for record in acme] == ["acme-2", "acme-1"]
+    assert {record.tenant_id for record in acme} == {"acme"}
+    assert [record.request_id for record in acme_reports] == ["acme-1"]
+    assert list(await audit_sink.query(tenant_id="initech")) == []
+    assert [record.tenant_id for record in everyone] == ["acme", "globex", "acme", None]
+
+
+async def test_a_tenants_newest_records_come_first_within_the_limit(audit_sink: AuditSink) -> None:
+    for second in range(6):
+        tenant_id = "acme" if second % 2 else "globex"
+        await audit_sink.record(
+            make_record(f"r{second}", time=T0 + timedelta(seconds=second), tenant_id=tenant_id)
+        )
+
+    newest = await audit_sink.query(tenant_id="acme", limit=2)
+
+    assert [record.request_id for record in newest] == ["r5", "r3"]
 
 
 async def test_query_limit_keeps_the_newest_records(audit_sink: AuditSink) -> None:

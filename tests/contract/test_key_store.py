@@ -16,18 +16,25 @@ from nexus.errors import DependencyUnavailableError, InvalidInputError
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
-def make_key(key_id: str = "k1", *, created_at: datetime = T0, roles: frozenset[str] = frozenset()) -> ApiKey:
+def make_key(
+    key_id: str = "k1",
+    *,
+    created_at: datetime = T0,
+    roles: frozenset[str] = frozenset(),
+    tenants: frozenset[str] = frozenset(),
+) -> ApiKey:
     return ApiKey(
         key_id=key_id,
         name=f"name of {key_id}",
         secret_hash=f"hash-{key_id}",
         roles=roles,
         created_at=created_at,
+        tenants=tenants,
     )
 
 
 async def test_added_key_is_returned_by_get_with_every_field(key_store: KeyStore) -> None:
-    key = make_key(roles=frozenset({"admin", "analyst"}))
+    key = make_key(roles=frozenset({"admin", "analyst"}), tenants=frozenset({"acme", "globex"}))
     await key_store.add(key)
 
     found = await key_store.get("k1")
@@ -35,6 +42,19 @@ async def test_added_key_is_returned_by_get_with_every_field(key_store: KeyStore
     assert found == key
     assert found is not None
     assert found.secret_hash == "hash-k1"
+
+
+async def test_keys_tenants_come_back_from_list_and_after_revocation(key_store: KeyStore) -> None:
+    await key_store.add(make_key("platform"))
+    await key_store.add(make_key("tenant", tenants=frozenset({"acme"})))
+    await key_store.revoke("tenant", T0)
+
+    listed = {key.key_id: key.tenants for key in await key_store.list()}
+    revoked = await key_store.get("tenant")
+
+    assert listed == {"platform": frozenset(), "tenant": frozenset({"acme"})}
+    assert revoked is not None
+    assert revoked.tenants == frozenset({"acme"})
 
 
 async def test_get_of_an_unknown_key_returns_none(key_store: KeyStore) -> None:

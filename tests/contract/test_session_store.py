@@ -78,6 +78,8 @@ async def test_created_session_is_returned_by_get_with_every_field(sessions: Ses
         attributes={"department": "finance", "groups": ["a", "b"]},
         origin_channel=Channel.MCP,
         method="oidc",
+        tenant_id="acme",
+        tenants=frozenset({"acme", "globex"}),
     )
     session = replace(session, mfa_time=session.auth_time, mfa_channels=frozenset({Channel.API, Channel.CLI}))
     await sessions.create(session)
@@ -89,6 +91,29 @@ async def test_created_session_is_returned_by_get_with_every_field(sessions: Ses
     assert found.secret_hash == "hash-s1"
     assert found.expires_at.tzinfo == UTC
     assert dict(found.attributes) == {"department": "finance", "groups": ["a", "b"]}
+
+
+async def test_a_platform_session_has_no_tenant_and_no_tenants(sessions: SessionStore) -> None:
+    await sessions.create(make_session("s1"))
+
+    found = await sessions.get("s1")
+
+    assert found is not None
+    assert (found.tenant_id, found.tenants) == (None, frozenset())
+
+
+async def test_revocation_and_reauthentication_keep_the_sessions_tenant(sessions: SessionStore) -> None:
+    session = make_session("s1", tenant_id="acme", tenants=frozenset({"acme"}))
+    await sessions.create(session)
+
+    await sessions.reauthenticated(
+        "s1", auth_time=session.auth_time, mfa_time=None, mfa_channels=frozenset({Channel.CLI})
+    )
+    await sessions.revoke("s1", datetime.now(UTC))
+
+    found = await sessions.get("s1")
+    assert found is not None
+    assert (found.tenant_id, found.tenants) == ("acme", frozenset({"acme"}))
 
 
 async def test_get_of_an_unknown_session_returns_none(sessions: SessionStore) -> None:
@@ -301,6 +326,27 @@ async def test_two_redis_nodes_see_each_others_sessions_and_revocations(
         await node_a.close()
         await node_b.close()
         await delete_keys(redis_url, key_prefix)
+
+
+@pytest.mark.redis
+async def test_a_redis_session_stored_before_tenancy_reads_as_belonging_to_no_tenant(
+    redis_url: str, key_prefix: str
+) -> None:
+    store = RedisSessionStore(redis_url, key_prefix=key_prefix)
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await store.create(make_session("old", tenant_id="acme", tenants=frozenset({"acme"})))
+        # What a node of an earlier version wrote: the same hash without the tenant fields.
+        await client.hdel(f"{key_prefix}s:old", "tenant_id", "tenants")
+
+        found = await store.get("old")
+    finally:
+        await client.aclose()
+        await store.close()
+        await delete_keys(redis_url, key_prefix)
+
+    assert found is not None
+    assert (found.tenant_id, found.tenants) == (None, frozenset())
 
 
 async def test_sessions_survive_closing_and_reopening_the_sql_state(state_url: str) -> None:

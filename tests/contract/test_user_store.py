@@ -45,6 +45,7 @@ async def test_added_user_is_returned_by_get_with_every_field(users: UserStore) 
         password_hash="$argon2id$fake",
         phone="+15550100",
         disabled=True,
+        tenants=frozenset({"acme", "globex"}),
     )
     await users.add(user)
 
@@ -123,6 +124,30 @@ async def test_update_replaces_every_field_and_the_username_index(users: UserSto
     assert await users.get("u1") == changed
     assert await users.find("Alice.Smith") == changed
     assert await users.find("alice") is None
+
+
+async def test_a_user_added_without_tenants_belongs_to_none(users: UserStore) -> None:
+    await users.add(make_user())
+
+    found = await users.find("alice")
+
+    assert found is not None
+    assert found.tenants == frozenset()
+
+
+async def test_update_replaces_the_tenants_and_can_empty_them(users: UserStore) -> None:
+    await users.add(make_user(tenants=frozenset({"acme"})))
+
+    await users.update(make_user(tenants=frozenset({"globex", "initech"})))
+    moved = await users.get("u1")
+    await users.update(make_user(tenants=frozenset()))
+    emptied = await users.get("u1")
+
+    assert moved is not None
+    assert moved.tenants == frozenset({"globex", "initech"})
+    assert emptied is not None
+    assert emptied.tenants == frozenset()
+    assert [user.tenants for user in await users.list()] == [frozenset()]
 
 
 async def test_update_may_change_only_the_letter_case_of_the_username(users: UserStore) -> None:

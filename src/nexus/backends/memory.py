@@ -46,7 +46,10 @@ class MemoryKeyStore:
             raise InvalidInputError(f"An API key with id {key.key_id!r} already exists.")
         revoked_at = None if key.revoked_at is None else _as_utc(key.revoked_at, "revoked_at")
         self._keys[key.key_id] = replace(
-            key, created_at=_as_utc(key.created_at, "created_at"), revoked_at=revoked_at
+            key,
+            created_at=_as_utc(key.created_at, "created_at"),
+            revoked_at=revoked_at,
+            tenants=frozenset(key.tenants),
         )
 
     async def get(self, key_id: str) -> ApiKey | None:
@@ -82,7 +85,12 @@ class MemoryAuditSink:
         self._records.append(replace(record, time=_as_utc(record.time, "AuditRecord.time")))
 
     async def query(
-        self, *, workflow: str | None = None, principal_id: str | None = None, limit: int = 100
+        self,
+        *,
+        workflow: str | None = None,
+        principal_id: str | None = None,
+        tenant_id: str | None = None,
+        limit: int = 100,
     ) -> Sequence[AuditRecord]:
         """Newest first; records with equal times come latest-recorded first, as in SQL."""
         if limit < 0:
@@ -92,6 +100,7 @@ class MemoryAuditSink:
             for record in reversed(self._records)
             if (workflow is None or record.workflow == workflow)
             and (principal_id is None or record.principal_id == principal_id)
+            and (tenant_id is None or record.tenant_id == tenant_id)
         ]
         # sorted() is stable, so ties keep the latest-recorded-first order built above.
         return sorted(matches, key=lambda record: record.time, reverse=True)[:limit]
@@ -183,6 +192,7 @@ def _stored_user(user: User) -> User:
         roles=frozenset(user.roles),
         attributes=frozen_json(user.attributes, "User.attributes"),
         created_at=_as_utc(user.created_at, "created_at"),
+        tenants=frozenset(user.tenants),
     )
 
 
@@ -342,6 +352,7 @@ def _stored_session(session: Session) -> Session:
         mfa_time=_optional_utc(session.mfa_time, "mfa_time"),
         mfa_channels=frozenset(Channel(channel) for channel in session.mfa_channels),
         revoked_at=_optional_utc(session.revoked_at, "revoked_at"),
+        tenants=frozenset(session.tenants),
     )
 
 

@@ -196,7 +196,10 @@ def _to_fields(session: Session) -> dict[str, str]:
         "origin_channel": Channel(session.origin_channel).value,
         "secret_hash": session.secret_hash,
         "mfa_channels": _dump_channels(session.mfa_channels),
+        "tenants": json.dumps(sorted(session.tenants)),
     }
+    if session.tenant_id is not None:
+        fields["tenant_id"] = session.tenant_id
     if session.mfa_time is not None:
         fields["mfa_time"] = _iso(session.mfa_time, "mfa_time")
     if session.revoked_at is not None:
@@ -225,4 +228,7 @@ def _to_session(session_id: str, fields: Mapping[Any, Any]) -> Session:
         mfa_time=optional("mfa_time"),
         mfa_channels=frozenset(Channel(channel) for channel in json.loads(fields["mfa_channels"])),
         revoked_at=optional("revoked_at"),
+        tenant_id=fields.get("tenant_id"),
+        # Sessions stored before tenancy have no such field: they belong to no tenant.
+        tenants=frozenset(json.loads(fields.get("tenants", "[]"))),
     )

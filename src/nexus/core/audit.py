@@ -42,5 +42,6 @@ class Auditor:
                 duration_ms=round(duration_s * 1000, 3),
                 client_addr=_clean(invocation.client_addr, _MAX_NAME),
                 reason=_clean(reason, _MAX_TEXT),
+                tenant_id=None if invocation.tenant_id is None else _clean(invocation.tenant_id, _MAX_NAME),
             )
         )

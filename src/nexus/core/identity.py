@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from nexus.core.ports import Clock, KeyStore
+from nexus.core.tenancy.model import check_tenant_id
 from nexus.core.types import ANONYMOUS, ApiKey, Channel, Credential, Principal
-from nexus.errors import AuthenticationError
+from nexus.errors import AuthenticationError, ConfigurationError
 
 KEY_PREFIX = "nxk"
 _KEY_ID_BYTES = 6
@@ -44,12 +45,21 @@ class IssuedKey:
     plaintext: str
 
 
+def check_tenant_ids(tenants: Iterable[str]) -> frozenset[str]:
+    """The tenant ids a key or a user is given, each checked (`ConfigurationError` otherwise)."""
+    if isinstance(tenants, str):  # a bare string would be read letter by letter
+        raise ConfigurationError("Give tenants as a list of tenant ids, not one string.")
+    return frozenset(check_tenant_id(tenant_id) for tenant_id in tenants)
+
+
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def new_api_key(name: str, roles: Iterable[str], clock: Clock) -> IssuedKey:
-    """Mint a key; store `.key`, hand `.plaintext` to the user once."""
+def new_api_key(name: str, roles: Iterable[str], clock: Clock, tenants: Iterable[str] = ()) -> IssuedKey:
+    """Mint a key (accepted on the routes of `tenants`; none: the platform's); store `.key`, hand
+    `.plaintext` to the user once."""
+    members_of = check_tenant_ids(tenants)
     key_id = secrets.token_hex(_KEY_ID_BYTES)
     secret = secrets.token_urlsafe(_SECRET_BYTES)
     key = ApiKey(
@@ -58,6 +68,7 @@ def new_api_key(name: str, roles: Iterable[str], clock: Clock) -> IssuedKey:
         secret_hash=hash_secret(secret),
         roles=frozenset(roles),
         created_at=clock.now(),
+        tenants=members_of,
     )
     return IssuedKey(key=key, plaintext=f"{KEY_PREFIX}_{key_id}_{secret}")
 
@@ -121,6 +132,7 @@ class ApiKeyAuthenticator:
             roles=key.roles,
             attributes={"name": key.name},
             name=key.name,
+            tenants=key.tenants,
         )
         if self._ttl > 0:
             self._cache[key_id] = (key, principal, now)

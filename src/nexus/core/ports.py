@@ -43,9 +43,14 @@ class AuditSink(Protocol):
     async def record(self, record: AuditRecord) -> None: ...
 
     async def query(
-        self, *, workflow: str | None = None, principal_id: str | None = None, limit: int = 100
+        self,
+        *,
+        workflow: str | None = None,
+        principal_id: str | None = None,
+        tenant_id: str | None = None,
+        limit: int = 100,
     ) -> Sequence[AuditRecord]:
-        """Newest first."""
+        """Newest first; each filter given must match (`tenant_id`: that tenant's records only)."""
         ...
 
     async def close(self) -> None:

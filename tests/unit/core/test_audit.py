@@ -102,3 +102,18 @@ async def test_control_characters_from_callers_never_reach_the_store(
     for text in (record.workflow, record.request_id, record.reason):
         assert not any(ord(char) < 32 or ord(char) == 127 for char in text), text
     assert record.workflow == "a\ufffdb\ufffdc"
+
+
+async def test_record_carries_the_tenant_the_pipeline_resolved_or_none_for_the_platform(
+    sink: MemoryAuditSink, clock: FakeClock
+) -> None:
+    auditor = Auditor(sink, clock)
+    await auditor.record(INVOCATION, Outcome.SUCCESS, None, 0.0, "")
+    await auditor.record(
+        replace(INVOCATION, request_id="req-2", tenant_id="acme"), Outcome.SUCCESS, None, 0.0, ""
+    )
+
+    platform, acme = sorted(await sink.query(), key=lambda record: record.request_id)
+
+    assert (platform.tenant_id, acme.tenant_id) == (None, "acme")
+    assert [record.request_id for record in await sink.query(tenant_id="acme")] == ["req-2"]

@@ -14,7 +14,7 @@ from nexus.core.identity import (
     parse_api_key,
 )
 from nexus.core.types import ANONYMOUS, Channel, Credential
-from nexus.errors import AuthenticationError
+from nexus.errors import AuthenticationError, ConfigurationError
 from nexus.testing.clock import FakeClock
 
 TTL_S = 5.0
@@ -104,6 +104,34 @@ async def test_valid_key_authenticates_as_its_principal_with_the_key_roles_and_n
     assert not principal.is_anonymous
     assert principal.roles == frozenset({"analyst", "viewer"})
     assert dict(principal.attributes) == {"name": "reporting"}
+
+
+async def test_a_tenant_keys_principal_belongs_to_the_keys_tenants(
+    authenticator: ApiKeyAuthenticator, keys: MemoryKeyStore, clock: FakeClock
+) -> None:
+    tenant_key = new_api_key("acme-ci", ["deployer"], clock, tenants=["acme", "globex"])
+    await keys.add(tenant_key.key)
+
+    principal = await authenticator.authenticate(bearer(tenant_key.plaintext), Channel.CLI)
+    cached = await authenticator.authenticate(bearer(tenant_key.plaintext), Channel.MCP)
+
+    assert tenant_key.key.tenants == frozenset({"acme", "globex"})
+    assert principal.tenants == cached.tenants == frozenset({"acme", "globex"})
+    assert principal.tenant_id is None  # only a session is made in one tenant
+
+
+async def test_a_platform_keys_principal_belongs_to_no_tenant(
+    authenticator: ApiKeyAuthenticator, issued: IssuedKey
+) -> None:
+    principal = await authenticator.authenticate(bearer(issued.plaintext), Channel.API)
+
+    assert principal.tenants == frozenset()
+
+
+@pytest.mark.parametrize("tenants", [["Acme"], ["acme", ""], ["information_schema"], "acme"])
+def test_a_key_for_an_invalid_tenant_id_is_never_minted(clock: FakeClock, tenants: list[str] | str) -> None:
+    with pytest.raises(ConfigurationError, match="tenant"):
+        new_api_key("ci", [], clock, tenants=tenants)
 
 
 async def test_same_key_authenticates_on_every_channel(

@@ -97,9 +97,14 @@ class SqlAuditSink:
         await done
 
     async def query(
-        self, *, workflow: str | None = None, principal_id: str | None = None, limit: int = 100
+        self,
+        *,
+        workflow: str | None = None,
+        principal_id: str | None = None,
+        tenant_id: str | None = None,
+        limit: int = 100,
     ) -> Sequence[AuditRecord]:
-        """Newest first."""
+        """Newest first; `tenant_id` keeps that tenant's records only (never the platform's)."""
         if limit < 0:
             raise ValueError("limit must not be negative")
         statement = select(audit_records).order_by(audit_records.c.time.desc(), audit_records.c.id.desc())
@@ -107,6 +112,8 @@ class SqlAuditSink:
             statement = statement.where(audit_records.c.workflow == workflow)
         if principal_id is not None:
             statement = statement.where(audit_records.c.principal_id == principal_id)
+        if tenant_id is not None:
+            statement = statement.where(audit_records.c.tenant_id == tenant_id)
         async with reading(self._engine) as connection:
             rows = (await connection.execute(statement.limit(limit))).mappings().all()
         return [_to_record(row) for row in rows]
@@ -207,6 +214,7 @@ def _to_row(record: AuditRecord) -> dict[str, Any]:
         "duration_ms": record.duration_ms,
         "client_addr": record.client_addr,
         "reason": record.reason,
+        "tenant_id": record.tenant_id,
     }
 
 
@@ -231,4 +239,5 @@ def _to_record(row: Any) -> AuditRecord:
         duration_ms=row["duration_ms"],
         client_addr=row["client_addr"],
         reason=row["reason"],
+        tenant_id=row["tenant_id"],
     )

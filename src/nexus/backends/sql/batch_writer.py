@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from nexus.backends.sql.engine import is_memory_sqlite
 from nexus.backends.sql.schema import audit_records
 
-# SQLite binds at most 32766 parameters per statement; 11 columns x 1024 rows stays well below.
+# SQLite binds at most 32766 parameters per statement; 12 columns x 1024 rows stays well below.
 _ROWS_PER_STATEMENT = 1024
 
 

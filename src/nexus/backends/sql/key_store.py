@@ -36,6 +36,7 @@ class SqlKeyStore:
             "roles": json.dumps(sorted(key.roles)),
             "created_at": require_aware(key.created_at, "created_at"),
             "revoked_at": None if key.revoked_at is None else require_aware(key.revoked_at, "revoked_at"),
+            "tenants": json.dumps(sorted(key.tenants)),
         }
         async with transaction(self._engine) as connection:
             try:
@@ -71,4 +72,5 @@ def _to_key(row: Any) -> ApiKey:
         roles=frozenset(json.loads(row["roles"])),
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
+        tenants=frozenset(json.loads(row["tenants"])),
     )

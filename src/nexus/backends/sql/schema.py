@@ -71,6 +71,8 @@ api_keys = Table(
     Column("roles", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("revoked_at", UtcDateTime, nullable=True),
+    # A JSON list of tenant ids; columns of this kind default to [] for rows older than them.
+    Column("tenants", Text, nullable=False, server_default="[]"),
 )
 
 audit_records = Table(
@@ -88,9 +90,12 @@ audit_records = Table(
     Column("duration_ms", Float, nullable=False),
     Column("client_addr", Text, nullable=False),
     Column("reason", Text, nullable=False),
+    Column("tenant_id", Text, nullable=True),
     Index("ix_audit_records_time", "time"),
     Index("ix_audit_records_workflow", "workflow"),
     Index("ix_audit_records_principal_id", "principal_id"),
+    # A tenant's newest records in query order (time, then id) straight from the index.
+    Index("ix_audit_records_tenant_id_time", "tenant_id", "time", "id"),
     # AUTOINCREMENT keeps ids increasing after deletes, so id breaks ties in time order.
     sqlite_autoincrement=True,
 )
@@ -108,6 +113,7 @@ users = Table(
     Column("phone", Text, nullable=True),
     Column("disabled", Boolean, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    Column("tenants", Text, nullable=False, server_default="[]"),
     UniqueConstraint("username_key", name="uq_users_username_key"),
 )
 
@@ -146,6 +152,8 @@ sessions = Table(
     Column("mfa_time", UtcDateTime, nullable=True),
     Column("mfa_channels", Text, nullable=False),
     Column("revoked_at", UtcDateTime, nullable=True),
+    Column("tenant_id", Text, nullable=True),
+    Column("tenants", Text, nullable=False, server_default="[]"),
     Index("ix_sessions_user_id", "user_id"),
     Index("ix_sessions_expires_at", "expires_at"),
 )

@@ -117,6 +117,8 @@ def _to_row(session: Session) -> dict[str, Any]:
         "mfa_time": optional(session.mfa_time, "mfa_time"),
         "mfa_channels": _dump_channels(session.mfa_channels),
         "revoked_at": optional(session.revoked_at, "revoked_at"),
+        "tenant_id": session.tenant_id,
+        "tenants": json.dumps(sorted(session.tenants)),
     }
 
 
@@ -136,4 +138,6 @@ def _to_session(row: Any) -> Session:
         mfa_time=row["mfa_time"],
         mfa_channels=frozenset(Channel(channel) for channel in json.loads(row["mfa_channels"])),
         revoked_at=row["revoked_at"],
+        tenant_id=row["tenant_id"],
+        tenants=frozenset(json.loads(row["tenants"])),
     )

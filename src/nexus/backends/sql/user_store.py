@@ -117,6 +117,7 @@ def _to_row(user: User) -> dict[str, Any]:
         "phone": user.phone,
         "disabled": user.disabled,
         "created_at": require_aware(user.created_at, "created_at"),
+        "tenants": json.dumps(sorted(user.tenants)),
     }
 
 
@@ -131,4 +132,5 @@ def _to_user(row: Any) -> User:
         password_hash=row["password_hash"],
         phone=row["phone"],
         disabled=bool(row["disabled"]),
+        tenants=frozenset(json.loads(row["tenants"])),
     )

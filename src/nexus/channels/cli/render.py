@@ -133,12 +133,13 @@ def _moment(iso: str | None) -> str:
 
 def render_keys(console: Console, rows: Iterable[Mapping[str, Any]]) -> None:
     """Stored API keys (never their secrets)."""
-    table = Table("key id", "name", "roles", "created", "revoked")
+    table = Table("key id", "name", "roles", "tenants", "created", "revoked")
     for row in rows:
         table.add_row(
             safe(str(row["key_id"])),
             safe(str(row["name"])),
             safe(", ".join(row["roles"])),
+            safe(", ".join(row.get("tenants", ()))),
             safe(_moment(row["created_at"])),
             safe(_moment(row["revoked_at"])),
         )

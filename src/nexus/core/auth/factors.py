@@ -140,9 +140,11 @@ class SecondFactors:
 
     # -- answering -------------------------------------------------------------------------------
 
-    async def answer(self, challenge_id: str, method: str, response: Any) -> Grant:
+    async def answer(
+        self, challenge_id: str, method: str, response: Any, *, tenant_id: str | None = None
+    ) -> Grant:
         """Answer a second-factor challenge. On success the login (or step-up) completes."""
-        cid, challenge = await self._book.take(challenge_id)
+        cid, challenge = await self._take_on_route(challenge_id, tenant_id)
         user = await self._book.owner(challenge)
         if challenge.get("enroll"):
             await self._book.put(cid, challenge)
@@ -165,6 +167,15 @@ class SecondFactors:
                 raise AuthenticationError("The code is wrong, expired or already used.", challenge_id=cid)
             raise AuthenticationError("Too many wrong codes; log in again.")
         return await self._complete(user, challenge)
+
+    async def _take_on_route(self, challenge_id: str, tenant_id: str | None) -> tuple[str, dict[str, Any]]:
+        """The challenge, when it is not a login begun on another tenant's route (or the platform's)."""
+        cid, challenge = await self._book.take(challenge_id)
+        if challenge["purpose"] == "login" and challenge.get("tenant_id") != tenant_id:
+            # Unknown there, and left in place: the login goes on where it began.
+            await self._book.put(cid, challenge)
+            raise AuthenticationError(CHALLENGE_GONE)
+        return cid, challenge
 
     def _methods(self) -> set[str]:
         return {kind.value for kind in self._mfa.methods} | {FactorKind.RECOVERY.value}
@@ -223,8 +234,11 @@ class SecondFactors:
         channel = Channel(challenge["channel"])
         purpose = challenge["purpose"]
         if purpose == "login":
+            tenant_id = challenge.get("tenant_id")
+            if tenant_id is not None and tenant_id not in user.tenants:
+                raise AuthenticationError(CHALLENGE_GONE)  # left the tenant while the login waited
             grant = await self._standing.open_session(
-                user, challenge["fp"], challenge["method"], channel, mfa=True
+                user, challenge["fp"], challenge["method"], channel, mfa=True, tenant_id=tenant_id
             )
             if grant is None:
                 raise AuthenticationError(CHALLENGE_GONE)
@@ -321,9 +335,11 @@ class SecondFactors:
         options, nonce = hardware.registration_options(user.user_id, user.username, existing)
         return Enrollment(factor_id, kind, {"options": options, "challenge": nonce})
 
-    async def activate(self, challenge_id: str, response: Any) -> tuple[Grant, list[str]]:
+    async def activate(
+        self, challenge_id: str, response: Any, *, tenant_id: str | None = None
+    ) -> tuple[Grant, list[str]]:
         """Prove the enrolled factor works; activates it, hands out recovery codes, finishes the login."""
-        cid, challenge = await self._book.take(challenge_id)
+        cid, challenge = await self._take_on_route(challenge_id, tenant_id)
         factor_id = challenge.get("enroll")
         user = await self._enrolling_owner(challenge)
         if not factor_id:

@@ -108,6 +108,8 @@ class Session:
     revoked_at: datetime | None = None
     tenant_id: str | None = None
     """The tenant logged in to (its route at login); with session isolation, valid there only."""
+    tenants: frozenset[str] = frozenset()
+    """The user's tenants captured at login; a membership change ends the user's sessions."""
 
     def is_live(self, now: datetime) -> bool:
         return self.revoked_at is None and now < self.expires_at

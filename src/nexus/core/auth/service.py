@@ -32,6 +32,7 @@ from nexus.core.auth.sessions import (
     hash_token_secret,
 )
 from nexus.core.auth.standing import AccountStanding
+from nexus.core.identity import check_tenant_ids
 from nexus.core.ports import Clock
 from nexus.core.types import Channel, Principal
 from nexus.errors import (
@@ -50,6 +51,7 @@ __all__ = [
     "Grant",
     "IdentityParts",
     "IdentityService",
+    "LoginRefusedError",
     "check_password",
     "check_username",
     "hash_token_secret",
@@ -59,6 +61,19 @@ _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 _MIN_PASSWORD = 8
 _MAX_PASSWORD = 1024
 _WRONG_LOGIN = "The username or password is wrong."
+
+
+class LoginRefusedError(AuthenticationError):
+    """A login refused for a reason the caller must not learn (the account is no member of the
+    route's tenant): it renders exactly as a wrong password; `audit_reason` is for the audit only."""
+
+    def __init__(self, message: str, *, audit_reason: str) -> None:
+        super().__init__(message)
+        self.audit_reason = audit_reason
+
+
+def _not_a_member(tenant_id: str) -> LoginRefusedError:
+    return LoginRefusedError(_WRONG_LOGIN, audit_reason=f"not a member of tenant {tenant_id}")
 
 
 def check_username(username: object) -> str:
@@ -85,7 +100,9 @@ class IdentityService:
         self._clock = clock
         self.mfa = mfa
         self.policy = sessions
-        self._sessions = SessionKeeper(parts.sessions, parts.tokens, clock, mfa=mfa, policy=sessions)
+        self._sessions = SessionKeeper(
+            parts.sessions, parts.tokens, clock, mfa=mfa, policy=sessions, seats=parts.seats
+        )
         self._standing = AccountStanding(
             parts.users,
             parts.ephemeral,
@@ -111,9 +128,12 @@ class IdentityService:
         roles: Iterable[str] = (),
         attributes: Mapping[str, Any] | None = None,
         phone: str | None = None,
+        tenants: Iterable[str] = (),
     ) -> User:
+        """Create a local user who may log in on the routes of `tenants` (none: the platform's)."""
         check_username(username)
         check_password(password)
+        members_of = check_tenant_ids(tenants)
         if await self._p.users.find(username) is not None:
             raise ConfigurationError(f"A user named {username!r} already exists.")
         encoded = await self._first.hash(password)
@@ -126,6 +146,7 @@ class IdentityService:
             attributes=dict(attributes or {}),
             password_hash=encoded,
             phone=phone,
+            tenants=members_of,
         )
         await self._p.users.add(user)
         return user
@@ -149,7 +170,11 @@ class IdentityService:
         attributes: Mapping[str, Any] | None = None,
         phone: str | None = None,
         disabled: bool | None = None,
+        tenants: Iterable[str] | None = None,
     ) -> User:
+        """Change what is given; new roles or tenants, or disabling, end the user's sessions (and
+        logins in flight), since each session holds what the user was at login."""
+        members_of = None if tenants is None else check_tenant_ids(tenants)
         user = await self._require_user(username)
         changed = replace(
             user,
@@ -157,9 +182,10 @@ class IdentityService:
             attributes=user.attributes if attributes is None else dict(attributes),
             phone=user.phone if phone is None else phone,
             disabled=user.disabled if disabled is None else disabled,
+            tenants=user.tenants if members_of is None else members_of,
         )
         await self._p.users.update(changed)
-        if disabled or roles is not None:
+        if disabled or roles is not None or members_of is not None:
             await self.revoke_sessions(username)
         return changed
 
@@ -191,9 +217,12 @@ class IdentityService:
 
     # -- first factor ------------------------------------------------------------------------------
 
-    async def login(self, username: str, password: str, channel: Channel, address: str) -> Grant:
-        """Password login (local users, then the directory). Raises `MfaRequiredError` with a
-        challenge id when a second factor is due."""
+    async def login(
+        self, username: str, password: str, channel: Channel, address: str, *, tenant_id: str | None = None
+    ) -> Grant:
+        """Password login (local users, then the directory) to `tenant_id`'s route (None: the
+        platform's). Raises `MfaRequiredError` with a challenge id when a second factor is due, and
+        `LoginRefusedError` (a wrong password to the caller) when the account is no member of it."""
         if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
             raise InvalidInputError("Give a username and a password.")
         throttle = self._p.throttle
@@ -204,8 +233,13 @@ class IdentityService:
         if user is None:
             await throttle.failed(attempt)
             raise AuthenticationError(_WRONG_LOGIN)
+        # Checked after the password, and counted like a wrong one: neither the answer, its
+        # timing nor the lockout tells anyone which tenants an account belongs to.
+        if tenant_id is not None and tenant_id not in user.tenants:
+            await throttle.failed(attempt)
+            raise _not_a_member(tenant_id)
         method = "ldap" if user.source == "ldap" else "password"
-        grant = await self._after_first_factor(user, method, channel, (username, address))
+        grant = await self._after_first_factor(user, method, channel, (username, address), tenant_id)
         # Only a finished login (second factor included) clears failures and trusts the address.
         await throttle.succeeded(username, address)
         return grant
@@ -224,13 +258,15 @@ class IdentityService:
         return (await self._sso(protocol).begin(return_to=state)).url
 
     async def complete_sso(
-        self, protocol: str, params: Mapping[str, str], address: str = ""
+        self, protocol: str, params: Mapping[str, str], address: str = "", *, tenant_id: str | None = None
     ) -> tuple[Grant, str]:
-        """Finish an SSO login; returns the grant and where the browser asked to go afterwards.
+        """Finish an SSO login to `tenant_id`'s route (None: the platform's); returns the grant and
+        where the browser asked to go afterwards.
 
         `address` is the client's, for throttling wrong second factors (empty when unknown: those
         are then counted under one shared address). Raises `MfaRequiredError` (carrying
-        `return_to`) when a second factor is due.
+        `return_to`) when a second factor is due, and `LoginRefusedError` when the account is no
+        member of the tenant.
         """
         identity, state = await self._sso(protocol).complete(params)
         try:
@@ -241,8 +277,12 @@ class IdentityService:
         user = await self._first.link(identity)
         if user.disabled:
             raise AuthenticationError("This account is disabled.")
+        if tenant_id is not None and tenant_id not in user.tenants:
+            raise _not_a_member(tenant_id)
         try:
-            grant = await self._after_first_factor(user, protocol, channel, (user.username, address))
+            grant = await self._after_first_factor(
+                user, protocol, channel, (user.username, address), tenant_id
+            )
         except (MfaRequiredError, MfaEnrollmentRequiredError) as due:
             due.detail["return_to"] = return_to
             raise
@@ -267,9 +307,15 @@ class IdentityService:
         return adapter
 
     async def _after_first_factor(
-        self, user: User, method: str, channel: Channel, throttled_as: tuple[str, str]
+        self,
+        user: User,
+        method: str,
+        channel: Channel,
+        throttled_as: tuple[str, str],
+        tenant_id: str | None,
     ) -> Grant:
-        """A session, or a second-factor challenge, for `user` as the first factor found it.
+        """A session in `tenant_id`, or a second-factor challenge, for `user` as the first factor
+        found it.
 
         `throttled_as` is the (account, address) the login's failures count under.
         """
@@ -282,10 +328,13 @@ class IdentityService:
                 "channel": channel.value,
                 "account": account,
                 "address": address,
+                "tenant_id": tenant_id,
             }
             await self._factors.challenge(user, challenge)
         fingerprint = await self._standing.fingerprint(user)
-        grant = await self._standing.open_session(user, fingerprint, method, channel, mfa=False)
+        grant = await self._standing.open_session(
+            user, fingerprint, method, channel, mfa=False, tenant_id=tenant_id
+        )
         if grant is None:  # disabled, or its password changed, while the login was in flight
             raise AuthenticationError(_WRONG_LOGIN)
         return grant
@@ -304,9 +353,12 @@ class IdentityService:
         """WebAuthn assertion options for the user's registered keys."""
         return await self._factors.hardware_key_options(challenge_id)
 
-    async def answer(self, challenge_id: str, method: str, response: Any) -> Grant:
-        """Answer a second-factor challenge. On success the login (or step-up) completes."""
-        return await self._factors.answer(challenge_id, method, response)
+    async def answer(
+        self, challenge_id: str, method: str, response: Any, *, tenant_id: str | None = None
+    ) -> Grant:
+        """Answer a second-factor challenge. On success the login (or step-up) completes; a login's
+        challenge is answered on the route (`tenant_id`) it began on, or is unknown."""
+        return await self._factors.answer(challenge_id, method, response, tenant_id=tenant_id)
 
     async def enroll(self, challenge_id: str, method: str, *, phone: str | None = None) -> Enrollment:
         """Start enrolling a factor during a login whose MFA is due but has none."""
@@ -315,9 +367,12 @@ class IdentityService:
     async def start_enrollment(self, user: User, method: str, *, phone: str | None = None) -> Enrollment:
         return await self._factors.start_enrollment(user, method, phone=phone)
 
-    async def activate(self, challenge_id: str, response: Any) -> tuple[Grant, list[str]]:
-        """Prove the enrolled factor works; activates it, hands out recovery codes, finishes the login."""
-        return await self._factors.activate(challenge_id, response)
+    async def activate(
+        self, challenge_id: str, response: Any, *, tenant_id: str | None = None
+    ) -> tuple[Grant, list[str]]:
+        """Prove the enrolled factor works; activates it, hands out recovery codes, finishes the
+        login (on the route, `tenant_id`, it began on)."""
+        return await self._factors.activate(challenge_id, response, tenant_id=tenant_id)
 
     async def new_recovery_codes(self, user: User) -> list[str]:
         """Replace the user's recovery codes; the plaintext is returned once, only hashes are kept."""

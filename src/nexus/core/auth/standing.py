@@ -48,10 +48,18 @@ class AccountStanding:
         return await self._sessions.revoke_user(user_id)
 
     async def open_session(
-        self, user: User, fingerprint: str, method: str, channel: Channel, *, mfa: bool
+        self,
+        user: User,
+        fingerprint: str,
+        method: str,
+        channel: Channel,
+        *,
+        mfa: bool,
+        tenant_id: str | None = None,
     ) -> Grant | None:
-        """The session of a passed login, or None when the account changed since the login began."""
-        grant = await self._sessions.open(user, method, channel, mfa=mfa)
+        """The session of a passed login (in `tenant_id`), or None when the account changed since
+        the login began."""
+        grant = await self._sessions.open(user, method, channel, mfa=mfa, tenant_id=tenant_id)
         # Confirmed after opening: a change before this read shows here, and a change after it
         # finds the session in place and revokes it.
         if await self.current(user.user_id, fingerprint) is None:
