@@ -2,12 +2,14 @@
 
 Values always travel as bind parameters; `${name}` templates in SQL text may only stand for identifiers.
 Engines are pooled per URL and event loop in a module cache; `dispose_engines()` closes them.
+With `tenant_isolation`, a statement runs only in a tenant-scoped call, as the tenant (see `_enter_tenant`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal
@@ -17,6 +19,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from nexus.core.tenancy.context import TenantContext, tenant_context_of
 from nexus.errors import DependencyUnavailableError, WorkflowDefinitionError, WorkflowFailedError
 from nexus.workflow import Node, Param
 from nexus.workflow.template import fill_template, template_names
@@ -37,6 +40,20 @@ _engines: dict[tuple[asyncio.AbstractEventLoop, str], AsyncEngine] = {}
 _closing: set[asyncio.Task[None]] = set()
 _MAX_ENGINES = 32
 _log = logging.getLogger("nexus.nodes.sql")
+# A statement counts as a read only if it starts like one and, outside literals and comments, holds
+# no word that writes (SELECT ... INTO creates a table; a WITH may wrap an INSERT). Doubt means write.
+_NOT_CODE = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.DOTALL)
+_READ_START = re.compile(r"[\s(]*(?:SELECT|WITH|VALUES|TABLE|SHOW)\b", re.IGNORECASE)
+_WRITE_WORD = re.compile(
+    r"\b(?:INSERT|UPDATE|DELETE|MERGE|INTO|CREATE|ALTER|DROP|TRUNCATE|COPY|CALL|DO|GRANT|REFRESH)\b",
+    re.IGNORECASE,
+)
+_INSUFFICIENT_PRIVILEGE = "42501"
+# set_config(..., true) is SET LOCAL with the value as a bind parameter.
+_SET_TENANT = text("SELECT set_config('nexus.tenant_id', :tenant_id, true)")
+_SET_TENANT_AND_PATH = text(
+    "SELECT set_config('nexus.tenant_id', :tenant_id, true), set_config('search_path', :search_path, true)"
+)
 
 
 def to_async_url(connection_string: str) -> URL:
@@ -50,6 +67,12 @@ def to_async_url(connection_string: str) -> URL:
         supported = ", ".join(sorted({name.split("+")[0] for name in _ASYNC_DRIVERS}))
         raise WorkflowDefinitionError(f"unsupported database '{url.drivername}' (supported: {supported})")
     return url.set(drivername=driver)
+
+
+def is_read_only(query: str) -> bool:
+    """Whether `query` surely only reads (a conservative guess: a false answer costs a quota check)."""
+    code = _NOT_CODE.sub(" ", query)
+    return _READ_START.match(code) is not None and _WRITE_WORD.search(code) is None
 
 
 def engine_for(url: URL) -> AsyncEngine:
@@ -89,10 +112,18 @@ class AsyncSQLDatabaseNode(Node):
     Inputs: one per `:name` bind in the query, one per `${name}` template, and an optional `params`
     dict of binds. `fetch` is "all" (default), "one" (at most one row) or "none" (writes; `row_count`
     is the number of rows affected).
+
+    `tenant_isolation=True`: the run fails closed outside a tenant-scoped call; `${tenant_id}` and a
+    `:tenant_id` bind are the call's tenant, and an input (or `params` entry) named `tenant_id` is
+    refused. On PostgreSQL the statement runs in a transaction as the tenant: its role and schema
+    when it has them (strict), and `current_setting('nexus.tenant_id')` for row-level security. A
+    write is first checked against the tenant's storage quota.
     """
 
     outputs: ClassVar[tuple[str, ...]] = ("rows", "row_count")
-    config_keys: ClassVar[frozenset[str]] = frozenset({"connection_string", "query", "fetch"})
+    config_keys: ClassVar[frozenset[str]] = frozenset(
+        {"connection_string", "query", "fetch", "tenant_isolation"}
+    )
 
     def configure(self) -> None:
         connection_string = self._required_string("connection_string")
@@ -113,7 +144,25 @@ class AsyncSQLDatabaseNode(Node):
         specs = {name: Param(object, required=False) for name in self._binds}
         specs.update({name: Param(str, required=False) for name in self._templates})
         specs["params"] = Param(Mapping, required=False)
+        self._tenant_isolation = self._configure_tenancy()
+        if self._tenant_isolation:
+            # Accepted only to be refused: a tenant id among the inputs is an attack, not a typo.
+            specs["tenant_id"] = Param(object, required=False)
+        self._writes = self._fetch == "none" or not is_read_only(self._query)
         self._specs: Mapping[str, Param] = MappingProxyType(specs)
+
+    def _configure_tenancy(self) -> bool:
+        isolation = self.config.get("tenant_isolation", False)
+        if not isinstance(isolation, bool):
+            raise self._definition_error("tenant_isolation must be true or false")
+        params = self.config.get("params")
+        if isolation and (
+            "tenant_id" in self.config or (isinstance(params, Mapping) and "tenant_id" in params)
+        ):
+            raise self._definition_error(
+                "with tenant_isolation the tenant id comes from the call's tenant, never from config"
+            )
+        return isolation
 
     def _required_string(self, key: str) -> str:
         value = self.config.get(key)
@@ -130,14 +179,23 @@ class AsyncSQLDatabaseNode(Node):
         return self._specs
 
     async def invoke(self, supplied: Mapping[str, Any], context: Mapping[str, Any]) -> Mapping[str, Any]:
+        tenant = self._tenant(supplied, context) if self._tenant_isolation else None
         inputs = self.resolve_inputs(supplied, context)
         # Context wins over inputs: a caller must not choose another tenant's schema or database.
         values = {**inputs, **context}
+        if tenant is not None:
+            values["tenant_id"] = tenant["tenant_id"]
         clause = self._clause if self._clause is not None else text(self._fill(self._query, values))
         url = self._url
         if url.database and "${" in url.database:
             url = url.set(database=self._fill(url.database, values))
         binds = self._bind_values(inputs)
+        if tenant is not None:
+            self._check_placement(url, tenant)
+            if "tenant_id" in self._binds:
+                binds["tenant_id"] = tenant["tenant_id"]
+            if self._writes and tenant.storage is not None:
+                await tenant.storage.check_write()
         engine = engine_for(url)
         connection = engine.connect()
         try:
@@ -152,9 +210,41 @@ class AsyncSQLDatabaseNode(Node):
                 f"node '{self.node_id}': cannot connect to its database ({cause})", node_id=self.node_id
             ) from exc
         try:
-            return await self._run(connection, clause, binds)
+            return await self._run(connection, clause, binds, tenant)
         finally:
             await connection.close()
+
+    def _tenant(self, supplied: Mapping[str, Any], context: Mapping[str, Any]) -> TenantContext:
+        """The call's tenant; an input naming a tenant is refused, and no tenant fails the run."""
+        params = supplied.get("params")
+        if "tenant_id" in supplied or (isinstance(params, Mapping) and "tenant_id" in params):
+            raise self.input_error(
+                "tenant_id", "refused: the tenant comes from how the call arrived, never from its inputs"
+            )
+        tenant = tenant_context_of(context)
+        if tenant is None:
+            raise WorkflowFailedError(
+                f"node '{self.node_id}' failed: tenant_isolation is set and the call has no tenant "
+                "(run it as a tenant-scoped workflow, on a tenant's route)",
+                node_id=self.node_id,
+            )
+        tenant.note_access(self.node_id)
+        return tenant
+
+    def _check_placement(self, url: URL, tenant: TenantContext) -> None:
+        placement = tenant.placement
+        postgres = url.get_backend_name() == "postgresql"
+        if placement.role is not None and not postgres:
+            raise WorkflowFailedError(
+                f"node '{self.node_id}' failed: strict tenant isolation needs PostgreSQL",
+                node_id=self.node_id,
+            )
+        if placement.database is not None and url.database != placement.database:
+            raise WorkflowFailedError(
+                f"node '{self.node_id}' failed: the tenant's data lives in a database of its own, "
+                "which connection_string must name (for example '.../${tenant_id}_database')",
+                node_id=self.node_id,
+            )
 
     def _fill(self, sql_text: str, values: Mapping[str, Any]) -> str:
         return fill_template(sql_text, values, identifiers_only=True, node_id=self.node_id)
@@ -166,14 +256,20 @@ class AsyncSQLDatabaseNode(Node):
             raise self.input_error("params", f"no bind parameter :{unknown[0]} in the query")
         params.update({name: inputs[name] for name in self._binds if name in inputs})
         for name in self._binds:
-            if name not in params:
+            if name not in params and not (name == "tenant_id" and self._tenant_isolation):
                 raise self.input_error(name, "required by the query's bind parameter")
         return params
 
     async def _run(
-        self, connection: AsyncConnection, clause: TextClause, binds: Mapping[str, Any]
+        self,
+        connection: AsyncConnection,
+        clause: TextClause,
+        binds: Mapping[str, Any],
+        tenant: TenantContext | None,
     ) -> dict[str, Any]:
         try:
+            if tenant is not None and connection.dialect.name == "postgresql":
+                await self._enter_tenant(connection, tenant)
             result = await connection.execute(clause, dict(binds))
             if self._fetch == "none":
                 rows: list[dict[str, Any]] = []
@@ -191,10 +287,30 @@ class AsyncSQLDatabaseNode(Node):
                 raise DependencyUnavailableError(
                     f"node '{self.node_id}': database connection lost ({problem})", node_id=self.node_id
                 ) from exc
+            if tenant is not None and getattr(exc.orig, "sqlstate", None) == _INSUFFICIENT_PRIVILEGE:
+                problem = "permission denied: the statement reaches beyond its tenant's data"
             raise WorkflowFailedError(
                 f"node '{self.node_id}' failed: {problem}", node_id=self.node_id
             ) from exc
         return {"rows": rows, "row_count": row_count}
+
+    @staticmethod
+    async def _enter_tenant(connection: AsyncConnection, tenant: TenantContext) -> None:
+        """Make the rest of this transaction the tenant's (SET LOCAL ends with it, pooled or not).
+
+        Under strict isolation the statement runs as the tenant's role with its schema as the
+        search path, so PostgreSQL itself refuses any other tenant's schema. At every level
+        `nexus.tenant_id` holds the tenant's id for row-level-security policies to read.
+        """
+        placement = tenant.placement
+        if placement.role is None or placement.schema is None:
+            await connection.execute(_SET_TENANT, {"tenant_id": tenant["tenant_id"]})
+            return
+        quote = connection.dialect.identifier_preparer.quote_identifier
+        await connection.execute(text(f"SET LOCAL ROLE {quote(placement.role)}"))
+        await connection.execute(
+            _SET_TENANT_AND_PATH, {"tenant_id": tenant["tenant_id"], "search_path": quote(placement.schema)}
+        )
 
     @classmethod
     async def release_loop_resources(cls) -> None:

@@ -23,6 +23,7 @@ BUILTIN_NODES: Mapping[str, str] = MappingProxyType(
         "PythonCodeNode": "nexus.workflow.code:PythonCodeNode",
         "AsyncSQLDatabaseNode": "nexus.nodes.sql:AsyncSQLDatabaseNode",
         "HTTPRequestNode": "nexus.nodes.http:HTTPRequestNode",
+        "TenantAssignmentNode": "nexus.nodes.tenant:TenantAssignmentNode",
     }
 )
 

@@ -1,4 +1,5 @@
-"""Tenancy's ports: the tenant registry (memory, SQL) and the lease gauge of quotas (memory, Redis).
+"""Tenancy's ports: the tenant registry (memory, SQL), the lease gauge of quotas (memory, Redis) and
+each tenant's own data (PostgreSQL).
 
 The registry is shared by every tenant (it is how a request finds its tenant); a tenant's own data
 lives apart, as its isolation level says. Imports only core.
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
+from nexus.core.tenancy.context import TenantPlacement
 from nexus.core.tenancy.model import Tenant
 
 
@@ -57,3 +59,31 @@ class TenantStore(Protocol):
         ...
 
     async def delete(self, tenant_id: str) -> bool: ...
+
+
+class TenantDataStore(Protocol):
+    """Each tenant's own data: where it lives, set up and torn down with the tenant, and measured."""
+
+    def placement(self, tenant: Tenant) -> TenantPlacement:
+        """Where the tenant's data lives (what `TenantContext.placement` carries); no I/O."""
+        ...
+
+    async def provision(self, tenant: Tenant) -> None:
+        """Create what the tenant's data needs; safe to repeat."""
+        ...
+
+    async def drop(self, tenant: Tenant) -> None:
+        """Remove the tenant's data and everything made for it; safe to repeat."""
+        ...
+
+    async def size_bytes(self, tenant: Tenant) -> int:
+        """The measured size of the tenant's data (what its `storage_mb` quota counts)."""
+        ...
+
+    async def grant_read(self, owner: Tenant, reader: Tenant) -> None:
+        """Let `reader` read `owner`'s data (cross_tenant_policies data_sharing=True only)."""
+        ...
+
+    async def revoke_read(self, owner: Tenant, reader: Tenant) -> None: ...
+
+    async def close(self) -> None: ...
