@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from nexus.core.auth.model import User
 from nexus.core.catalog import Catalog, Registration
 from nexus.core.identity import IssuedKey
+from nexus.core.tenancy.model import Tenant, TenantConfig, check_tenant_id
 from nexus.core.types import ApiKey, AuditRecord
 from nexus.errors import ConfigurationError
 from nexus.settings import (
@@ -27,6 +30,7 @@ from nexus.settings import (
     MonitoringSettings,
     Options,
     Settings,
+    TenancySettings,
     check_auth_in_use,
     check_authz,
     check_options,
@@ -36,8 +40,10 @@ from nexus.workflow import Workflow
 if TYPE_CHECKING:
     from nexus.assembly import Assembly
     from nexus.enterprise.authz import ABACPolicyEngine, RBACManager
+    from nexus.enterprise.tenancy import TenantManager
+    from nexus.listener import TenantListeners
 
-_PUBLIC = frozenset({"auth", "monitoring", "api", "mcp"})
+_PUBLIC = frozenset({"auth", "monitoring", "api", "mcp", "tenancy"})
 
 
 class Nexus:
@@ -47,12 +53,14 @@ class Nexus:
     monitoring: MonitoringSettings
     api: ApiSettings
     mcp: McpSettings
+    tenancy: TenancySettings
     _options: Options
     _settings: Settings
     _catalog: Catalog
     _server: Any
     _serving: bool
     _assembly: Assembly | None
+    _listeners: TenantListeners | None
     _authz: Authz
 
     def __init__(
@@ -79,6 +87,7 @@ class Nexus:
         object.__setattr__(self, "_server", None)
         object.__setattr__(self, "_serving", False)
         object.__setattr__(self, "_assembly", None)
+        object.__setattr__(self, "_listeners", None)
         object.__setattr__(self, "_authz", Authz())
         for section in settings.sections():
             object.__setattr__(self, section.section, section)
@@ -101,14 +110,38 @@ class Nexus:
         description: str | None = None,
         tags: Iterable[str] = (),
         metadata: Mapping[str, Any] | None = None,
+        tenant_scoped: bool = False,
+        tenants: Iterable[str] | None = None,
     ) -> Registration:
         """Serve `workflow` as `name` on every channel.
 
         `tags` are names permissions and policies match (e.g. "reports"); `metadata` holds the
         attributes policies read as `resource.*` (e.g. classification_level), never shown to callers.
+        `tenant_scoped=True` serves it on tenants' routes (every tenant's, or those in `tenants`),
+        each run with the caller's tenant context, and not on the platform's own routes.
         """
         catalog: Catalog = self._catalog
-        return catalog.register(name, workflow, description=description, tags=tags, metadata=metadata)
+        manager = self.tenancy.manager
+        if tenant_scoped and manager is not None:
+            scope = None if tenants is None else frozenset(tenants)
+            manager.policy.check_registration(name, tenant_scoped, scope)
+        entry = catalog.register(
+            name,
+            workflow,
+            description=description,
+            tags=tags,
+            metadata=metadata,
+            tenant_scoped=tenant_scoped,
+            tenants=tenants,
+        )
+        live = self._assembly
+        if live is not None and live.tenancy is not None and tenant_scoped:
+            try:
+                live.check_tools_now(catalog)
+            except ConfigurationError:
+                catalog.unregister(name)
+                raise
+        return entry
 
     register_workflow = register
     """The source document's name for `register` (users of the Kailash SDK write it)."""
@@ -213,11 +246,14 @@ class Nexus:
             section.validate()  # every section first, so a bad value leaves none of them frozen
         check_auth_in_use(opts, self._settings.auth)
         check_authz(opts, self._authz)
+        self._check_tenancy(opts)
+        from nexus.listener import listen
+
         sockets: list[socket.socket] = []
         with contextlib.ExitStack() as opened:
             try:
                 for port in (opts.api_port, opts.mcp_port):
-                    sockets.append(_listen(opts.host, port))
+                    sockets.append(listen(opts.host, port))
                     opened.callback(sockets[-1].close)  # closed again if anything below fails
             except OSError as exc:
                 raise ConfigurationError(f"Cannot listen on {opts.host}: {exc.strerror}.") from exc
@@ -270,8 +306,9 @@ class Nexus:
                     # uvicorn's serve() split open, so readiness is signalled, not polled for.
                     await server.startup(sockets=sockets)
                     if not server.should_exit:
-                        on_ready()
-                        await server.main_loop()
+                        async with self._tenant_listeners(assembly, server, ports):
+                            on_ready()
+                            await server.main_loop()
                     if server.started:
                         await server.shutdown(sockets=sockets)
         finally:
@@ -279,6 +316,60 @@ class Nexus:
             object.__setattr__(self, "_assembly", None)
             await assembly.close()
             self._unbind(sockets)
+
+    @contextlib.asynccontextmanager
+    async def _tenant_listeners(
+        self, assembly: Assembly, server: Any, routes: dict[int, Any]
+    ) -> AsyncIterator[None]:
+        """With MCP routing by port offset, a listener on each tenant's `mcp_port`, following the
+        registry (`routes` is the dispatcher's port -> app table, holding the app's own ports)."""
+        tenancy = assembly.tenancy
+        if tenancy is None or assembly.mcp is None or tenancy.directory.router.rules.mcp != "port_offset":
+            yield
+            return
+        from nexus.listener import TenantListeners
+
+        listeners = TenantListeners(
+            server,
+            routes,
+            assembly.mcp.asgi_app,
+            host=self.options.host,
+            path=self.mcp.path,
+            own_ports=tuple(routes),
+        )
+        try:
+            await tenancy.directory.current()
+            await listeners.sync(tenancy.directory)
+            # Polled more often than the directory refreshes, so a change made on another node
+            # gets its listener soon after this node's index sees it.
+            every_s = float(self.tenancy.refresh_seconds) / 4
+            follower = asyncio.create_task(listeners.follow(tenancy.directory, every_s))
+            object.__setattr__(self, "_listeners", listeners)
+            try:
+                yield
+            finally:
+                object.__setattr__(self, "_listeners", None)
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
+        finally:
+            listeners.close()
+
+    def _check_tenancy(self, options: Options) -> None:
+        """Tenant-scoped workflows need tenants; registrations must obey the sharing policy."""
+        from nexus.enterprise.tenancy import manager_in_use
+
+        manager = manager_in_use(options.enable_auth, self._settings.tenancy, self._settings.auth)
+        catalog: Catalog = self._catalog
+        for entry in catalog.all():
+            if not entry.tenant_scoped:
+                continue
+            if manager is None:
+                raise ConfigurationError(
+                    f"Workflow {entry.name!r} is tenant_scoped but the app serves no tenants: set "
+                    "app.tenancy.manager (or use create_production_nexus(tenant_manager=...))."
+                )
+            manager.policy.check_registration(entry.name, True, entry.tenants)
 
     def _unbind(self, sockets: list[socket.socket]) -> None:
         for sock in sockets:
@@ -316,12 +407,79 @@ class Nexus:
         if server is not None:
             server.should_exit = True
 
+    # -- tenants -----------------------------------------------------------------------------------
+
+    async def create_tenant(
+        self, tenant_id: str, name: str, config: Mapping[str, Any] | None = None
+    ) -> Tenant:
+        """Add a tenant (the document's config keys: api_subdomain, cli_prefix, mcp_port,
+        quota_profile, compliance_level); with strict isolation its schema is made first.
+
+        While serving with MCP routing by port offset, its `mcp_port` listens on return.
+
+        Raises:
+            ConfigurationError: a config key or value is wrong, a route is already another
+                tenant's, or the `mcp_port` is this app's API or MCP port or taken on its host.
+        """
+        async with self._admin() as admin:
+            tenancy = admin.require_tenancy()
+            listeners = self._listeners if admin is self._assembly else None
+            if listeners is None:
+                return await tenancy.create(self._catalog, tenant_id, name, config)
+            port = TenantConfig.from_mapping(config).mcp_port
+            async with listeners.reserving(check_tenant_id(tenant_id), port):
+                tenant = await tenancy.create(self._catalog, tenant_id, name, config)
+                await listeners.sync(tenancy.directory)
+            return tenant
+
+    async def list_tenants(self) -> list[Tenant]:
+        async with self._admin() as admin:
+            return list(await admin.require_tenancy().directory.list())
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        async with self._admin() as admin:
+            return await admin.require_tenancy().directory.get(tenant_id)
+
+    async def suspend_tenant(self, tenant_id: str) -> bool:
+        """Refuse every call of the tenant on every channel (at once here, within
+        `app.tenancy.refresh_seconds` on other nodes); True if it was active."""
+        async with self._admin() as admin:
+            return await admin.require_tenancy().directory.set_suspended(tenant_id, True)
+
+    async def resume_tenant(self, tenant_id: str) -> bool:
+        async with self._admin() as admin:
+            return await admin.require_tenancy().directory.set_suspended(tenant_id, False)
+
+    async def share_tenant_data(self, owner_id: str, reader_id: str) -> None:
+        """Let tenant `reader_id` read tenant `owner_id`'s data (its tables, those made later too).
+        Needs strict isolation on PostgreSQL and `cross_tenant_policies={"data_sharing": True}`."""
+        async with self._admin() as admin:
+            await admin.require_tenancy().share_data(owner_id, reader_id, share=True)
+
+    async def unshare_tenant_data(self, owner_id: str, reader_id: str) -> None:
+        async with self._admin() as admin:
+            await admin.require_tenancy().share_data(owner_id, reader_id, share=False)
+
+    async def delete_tenant(self, tenant_id: str) -> bool:
+        """Remove the tenant, and with strict isolation its schema and everything in it; while
+        serving, its MCP listener closes."""
+        async with self._admin() as admin:
+            tenancy = admin.require_tenancy()
+            deleted = await tenancy.delete(tenant_id)
+            listeners = self._listeners if admin is self._assembly else None
+            if listeners is not None:
+                await listeners.sync(tenancy.directory)
+            return deleted
+
     # -- API keys ----------------------------------------------------------------------------------
 
-    async def create_api_key(self, name: str, *, roles: Iterable[str] = ()) -> IssuedKey:
-        """Create a key; the plaintext in the result is shown once and never stored."""
+    async def create_api_key(
+        self, name: str, *, roles: Iterable[str] = (), tenants: Iterable[str] = ()
+    ) -> IssuedKey:
+        """Create a key, accepted on the routes of `tenants` (none: the platform's); the plaintext
+        in the result is shown once and never stored."""
         async with self._admin() as admin:
-            return await admin.create_api_key(name, roles=roles)
+            return await admin.create_api_key(name, roles=roles, tenants=tenants)
 
     async def list_api_keys(self) -> list[ApiKey]:
         async with self._admin() as admin:
@@ -341,11 +499,13 @@ class Nexus:
         roles: Iterable[str] = (),
         attributes: Mapping[str, Any] | None = None,
         phone: str | None = None,
+        tenants: Iterable[str] = (),
     ) -> User:
-        """Create a local user (argon2id password hash); needs `enable_auth=True`."""
+        """Create a local user (argon2id password hash) who may log in on the routes of `tenants`
+        (none: the platform's); needs `enable_auth=True`."""
         async with self._admin() as admin:
             return await admin.require_identity().create_user(
-                username, password, roles=roles, attributes=attributes, phone=phone
+                username, password, roles=roles, attributes=attributes, phone=phone, tenants=tenants
             )
 
     async def list_users(self) -> list[User]:
@@ -360,11 +520,17 @@ class Nexus:
         attributes: Mapping[str, Any] | None = None,
         phone: str | None = None,
         disabled: bool | None = None,
+        tenants: Iterable[str] | None = None,
     ) -> User:
-        """Change a user; new roles or disabling also end the user's sessions."""
+        """Change a user; new roles or tenants, or disabling, also end the user's sessions."""
         async with self._admin() as admin:
             return await admin.require_identity().update_user(
-                username, roles=roles, attributes=attributes, phone=phone, disabled=disabled
+                username,
+                roles=roles,
+                attributes=attributes,
+                phone=phone,
+                disabled=disabled,
+                tenants=tenants,
             )
 
     async def set_password(self, username: str, password: str) -> None:
@@ -388,13 +554,20 @@ class Nexus:
             return await admin.rotate_signing_key(algorithm)
 
     async def audit_log(
-        self, *, workflow: str | None = None, principal_id: str | None = None, limit: int = 100
+        self,
+        *,
+        workflow: str | None = None,
+        principal_id: str | None = None,
+        tenant_id: str | None = None,
+        limit: int = 100,
     ) -> list[AuditRecord]:
-        """The newest audit records first, optionally for one workflow or principal."""
+        """The newest audit records first, optionally for one workflow, principal or tenant (a
+        tenant's records are the calls that came by its routes, refused attempts on them included)."""
         async with self._admin() as admin:
-            return list(
-                await admin.state.audit.query(workflow=workflow, principal_id=principal_id, limit=limit)
+            records = await admin.state.audit.query(
+                workflow=workflow, principal_id=principal_id, tenant_id=tenant_id, limit=limit
             )
+            return list(records)
 
     @contextlib.asynccontextmanager
     async def _admin(self) -> AsyncIterator[Assembly]:
@@ -411,6 +584,12 @@ class Nexus:
             await assembly.close()
         if live is not None:
             live.forget_keys()
+            # Tenants changed here take effect on this app's serving loop at once, not at its
+            # next refresh.
+            if live.loop.is_running():
+                reload = asyncio.run_coroutine_threadsafe(live.refresh_tenants(), live.loop)
+                with contextlib.suppress(TimeoutError):  # stopping meanwhile: nothing left to refresh
+                    await asyncio.wait_for(asyncio.wrap_future(reload), timeout=10)
 
 
 class RunningNexus:
@@ -421,10 +600,24 @@ class RunningNexus:
     ) -> None:
         self.app = app
         self._thread = thread
+        self._host = f"[{host}]" if ":" in host else host
         self.api_url = f"http://{host}:{api_port}"
         self.mcp_url = f"http://{host}:{mcp_port}{app.mcp.path}"
         self.api_port = api_port
         self.mcp_port = mcp_port
+
+    @property
+    def tenant_ports(self) -> Mapping[str, int]:
+        """Tenant id -> the port of its own MCP listener, for each tenant this app listens for."""
+        listeners = self.app._listeners
+        return listeners.ports if listeners is not None else MappingProxyType({})
+
+    def tenant_mcp_url(self, tenant_id: str) -> str:
+        """The MCP URL of a tenant's own listener (`http://host:<mcp_port><mcp path>`)."""
+        port = self.tenant_ports.get(tenant_id)
+        if port is None:
+            raise ConfigurationError(f"This app has no MCP listener for tenant {tenant_id[:64]!r}.")
+        return f"http://{self._host}:{port}{self.app.mcp.path}"
 
     def stop(self, timeout_s: float = 30.0) -> None:
         self.app._request_stop()
@@ -452,25 +645,64 @@ def _ports(sockets: list[socket.socket]) -> tuple[int, int]:
     return api, mcp
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto must say TCP: asyncio sets TCP_NODELAY on accepted sockets only then, and without it
-    # every keep-alive response waits out Nagle against the client's delayed ACK (about 40 ms).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        sock.listen(2048)
-    except OSError:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
-
-
 def _loop_factory() -> Any:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         return None
     return uvloop.new_event_loop
+
+
+_ENV_OPTIONS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
+    ("NEXUS_STATE_URL", "state_url", str),
+    ("NEXUS_REDIS_URL", "redis_url", str),
+    ("NEXUS_HOST", "host", str),
+    ("NEXUS_API_PORT", "api_port", int),
+    ("NEXUS_MCP_PORT", "mcp_port", int),
+    ("NEXUS_RATE_LIMIT", "rate_limit", int),
+)
+
+
+def create_production_nexus(
+    *,
+    tenant_manager: TenantManager | None = None,
+    tenant_routing: Mapping[str, str] | None = None,
+    base_domain: str | None = None,
+    trusted_proxies: Iterable[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **options: Any,
+) -> Nexus:
+    """A `Nexus` as production runs it: identities and monitoring on, settings from the
+    environment where the call leaves them out (NEXUS_STATE_URL, NEXUS_REDIS_URL, NEXUS_HOST,
+    NEXUS_API_PORT, NEXUS_MCP_PORT, NEXUS_RATE_LIMIT, NEXUS_BASE_DOMAIN, NEXUS_TRUSTED_PROXIES as
+    a comma-separated list), and tenants when `tenant_manager` is given."""
+    env = os.environ if environ is None else environ
+    chosen: dict[str, Any] = {"enable_auth": True, "enable_monitoring": True}
+    for variable, option, parse in _ENV_OPTIONS:
+        raw = env.get(variable)
+        if raw is None or option in options:
+            continue
+        try:
+            chosen[option] = parse(raw)
+        except ValueError:
+            raise ConfigurationError(f"{variable} must be a whole number, got {raw[:32]!r}.") from None
+    chosen.update(options)
+    app = Nexus(**chosen)
+    if tenant_routing is not None:
+        from nexus.core.tenancy.routing import RoutingRules
+
+        routing = {**app.tenancy.routing, **dict(tenant_routing)}
+        RoutingRules.from_mapping(routing)  # a wrong mode is an error here, not at start
+        app.tenancy.routing = routing
+    if tenant_manager is not None:
+        app.tenancy.manager = tenant_manager
+    domain = base_domain if base_domain is not None else env.get("NEXUS_BASE_DOMAIN")
+    if domain:
+        app.tenancy.base_domain = domain
+    proxies = trusted_proxies if trusted_proxies is not None else _split(env.get("NEXUS_TRUSTED_PROXIES"))
+    app.tenancy.trusted_proxies = list(proxies)
+    return app
+
+
+def _split(raw: str | None) -> list[str]:
+    return [item.strip() for item in (raw or "").split(",") if item.strip()]

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 from typing import Any
 
 from nexus.backends.auth.signing import SigningKeys
+from nexus.backends.lease_gauge import MemoryLeaseGauge
 from nexus.backends.prometheus import PrometheusMeter
 from nexus.backends.sql import SqlState, open_state
 from nexus.channels import codec
@@ -24,7 +26,7 @@ from nexus.core.audit import Auditor
 from nexus.core.auth.authenticator import CredentialAuthenticator, StepUp
 from nexus.core.auth.model import FactorKind, SigningKey
 from nexus.core.auth.policy import MfaPolicy, SessionPolicy, ThrottlePolicy
-from nexus.core.auth.ports import EphemeralStore, SessionStore
+from nexus.core.auth.ports import EphemeralStore, SessionSeats, SessionStore
 from nexus.core.auth.service import IdentityParts, IdentityService
 from nexus.core.auth.throttle import LoginThrottle
 from nexus.core.authorization import AllowAll, Authorizer
@@ -40,10 +42,20 @@ from nexus.core.pipeline import Pipeline
 from nexus.core.ports import Clock, CounterStore, Meter
 from nexus.core.ratelimit import Limiter, NoLimit, RateLimiter
 from nexus.core.telemetry import NoopMeter, SystemClock
+from nexus.core.tenancy.context import StorageGate, TenantContext, TenantPlacement, run_context
+from nexus.core.tenancy.directory import TenantDirectory
+from nexus.core.tenancy.gate import TenantGate
+from nexus.core.tenancy.model import IsolationLevel, Resource, Tenant, TenantConfig, check_tenant_id
+from nexus.core.tenancy.ports import LeaseGauge, TenantDataStore
+from nexus.core.tenancy.quota import TenantQuotas
+from nexus.core.tenancy.routing import RoutingRules
+from nexus.core.tenancy.seats import CliSessionSeats
 from nexus.core.types import ApiKey, Channel
-from nexus.errors import ConfigurationError, NexusError
+from nexus.enterprise.tenancy import TenantManager, manager_in_use
+from nexus.errors import ConfigurationError, NexusError, TenantNotFoundError
 from nexus.settings import Authz, Options, Settings
 from nexus.workflow import AsyncLocalRuntime
+from nexus.workflow.runtime import release_loop_resources
 
 VERSION = "0.1.0"
 KEY_REFRESH_S = 30.0
@@ -60,6 +72,121 @@ class IdentityRuntime:
 
 
 @dataclass(eq=False)
+class TenancyRuntime:
+    """The tenant side of a running app: the registry as a routing directory, quotas, the gate."""
+
+    manager: TenantManager
+    directory: TenantDirectory
+    gate: TenantGate
+    leases: LeaseGauge
+    clock: Clock
+    app_ports: frozenset[int] = frozenset()
+    """The app's own API and MCP ports, which no tenant's `mcp_port` may be."""
+    data: TenantDataStore | None = None
+    """Where tenants' own data lives (PostgreSQL); None on SQLite state (moderate or basic)."""
+    storage: dict[tuple[str, int], StorageGate] = field(default_factory=dict)
+    """One storage gate per tenant and limit, for the life of the app (it caches measurements)."""
+
+    def context(self, tenant: Tenant) -> Mapping[str, Any]:
+        """The runtime context of one run for `tenant` (`tenant_context`, `tenant_id`)."""
+        data = self.data
+        isolation = self.manager.isolation_level
+        placement = data.placement(tenant) if data is not None else TenantPlacement(isolation)
+        return run_context(TenantContext(tenant, placement, storage=self._storage_gate(tenant)))
+
+    def _storage_gate(self, tenant: Tenant) -> StorageGate | None:
+        data = self.data
+        limit = self.gate.quotas.book.profile_of(tenant).limit(Resource.STORAGE_MB)
+        if data is None or limit is None:
+            return None
+        key = (tenant.tenant_id, limit)
+        gate = self.storage.get(key)
+        if gate is None:
+            measure = functools.partial(data.size_bytes, tenant)
+            gate = self.storage[key] = StorageGate(tenant.tenant_id, limit, measure, self.clock)
+        return gate
+
+    async def create(
+        self, catalog: Catalog, tenant_id: str, name: str, config: Mapping[str, Any] | None
+    ) -> Tenant:
+        tenant = Tenant(check_tenant_id(tenant_id), name, TenantConfig.from_mapping(config), self.clock.now())
+        if tenant.config.mcp_port in self.app_ports:
+            raise ConfigurationError(
+                f"mcp_port {tenant.config.mcp_port} is this app's own API or MCP port; give tenant "
+                f"{tenant.tenant_id!r} a port of its own."
+            )
+        self.gate.quotas.book.check_profile(tenant.config.quota_profile)
+        self.gate.quotas.check_tools(tenant, _tools_of(catalog, tenant.tenant_id))
+        if await self.directory.get(tenant.tenant_id) is not None:
+            raise ConfigurationError(f"A tenant with id {tenant.tenant_id!r} already exists.")
+        if self.data is not None:
+            await self.data.provision(tenant)  # its schema (and role) first: no call finds it half-made
+        try:
+            await self.directory.add(tenant)
+        except BaseException:
+            if self.data is not None:
+                await self.data.drop(tenant)
+            raise
+        return tenant
+
+    async def delete(self, tenant_id: str) -> bool:
+        """Remove the tenant from every route, then its own data (strict: schema, role, database)."""
+        tenant = await self.directory.get(check_tenant_id(tenant_id))
+        if tenant is None:
+            return False
+        deleted = await self.directory.delete(tenant.tenant_id)
+        if self.data is not None:
+            from nexus.nodes.sql import dispose_engines
+
+            await dispose_engines()  # pooled connections into a tenant's database would hold it open
+            await self.data.drop(tenant)
+        return deleted
+
+    async def share_data(self, owner_id: str, reader_id: str, *, share: bool) -> None:
+        """Grant (or take back) `reader_id` read access to `owner_id`'s data."""
+        if share and not self.manager.policy.data_sharing:
+            raise ConfigurationError(
+                "cross_tenant_policies['data_sharing'] is False: no tenant may read another's data."
+            )
+        owner, reader = await self._existing(owner_id), await self._existing(reader_id)
+        if owner.tenant_id == reader.tenant_id:
+            raise ConfigurationError("A tenant reads its own data already.")
+        if self.data is None or self.manager.isolation_level is not IsolationLevel.STRICT:
+            raise ConfigurationError(
+                "Sharing data between tenants grants one tenant's database role another's tables: "
+                "it needs strict isolation on PostgreSQL."
+            )
+        if share:
+            await self.data.grant_read(owner, reader)
+        else:
+            await self.data.revoke_read(owner, reader)
+
+    async def _existing(self, tenant_id: str) -> Tenant:
+        tenant = await self.directory.get(check_tenant_id(tenant_id))
+        if tenant is None:
+            raise TenantNotFoundError(f"No tenant {tenant_id!r}.")
+        return tenant
+
+    def check_tools(self, catalog: Catalog) -> None:
+        """Every tenant exposes at most its `mcp_tools` workflows over MCP (when enabling more)."""
+        for tenant in self.gate.directory.router.index.by_id.values():
+            self.gate.quotas.check_tools(tenant, _tools_of(catalog, tenant.tenant_id))
+
+    async def close(self) -> None:
+        try:
+            for gate in self.storage.values():
+                await gate.close()
+            if self.data is not None:
+                await self.data.close()
+        finally:
+            await self.leases.close()
+
+
+def _tools_of(catalog: Catalog, tenant_id: str) -> int:
+    return sum(1 for entry in catalog.all() if entry.serves(tenant_id))
+
+
+@dataclass(eq=False)
 class Assembly:
     """The live parts of one serving app (or of one admin operation when `serving` is off)."""
 
@@ -69,6 +196,8 @@ class Assembly:
     clock: SystemClock
     authenticator: Authenticator
     identity: IdentityRuntime | None = None
+    tenancy: TenancyRuntime | None = None
+    prometheus: PrometheusMeter | None = None
     pipeline: Pipeline | None = None
     mcp: McpChannel | None = None
     apps: tuple[Any, ...] = field(default=())
@@ -84,6 +213,10 @@ class Assembly:
                 running.callback(refresher.cancel)
             yield
 
+    @property
+    def meter(self) -> Meter:
+        return self.prometheus if self.prometheus is not None else NoopMeter()
+
     async def is_ready(self) -> bool:
         """Every backend this app needs answers."""
         try:
@@ -96,6 +229,11 @@ class Assembly:
 
     async def close(self) -> None:
         try:
+            if self.pipeline is not None:
+                # Node pools (SQL engines, HTTP clients) belong to this loop, which is ending.
+                await release_loop_resources(entry.workflow for entry in self.pipeline.catalog.all())
+            if self.tenancy is not None:
+                await self.tenancy.close()
             if self.identity is not None:
                 for close in self.identity.closers:
                     await close()
@@ -104,8 +242,11 @@ class Assembly:
         finally:
             await self.state.close()
 
-    async def create_api_key(self, name: str, *, roles: Iterable[str] = ()) -> IssuedKey:
-        issued = new_api_key(name, roles, self.clock)
+    async def create_api_key(
+        self, name: str, *, roles: Iterable[str] = (), tenants: Iterable[str] = ()
+    ) -> IssuedKey:
+        """A new key, accepted on the routes of `tenants` (checked ids; none: the platform's)."""
+        issued = new_api_key(name, roles, self.clock, tenants)
         await self.state.keys.add(issued.key)
         return issued
 
@@ -126,6 +267,22 @@ class Assembly:
             raise ConfigurationError("Token signing keys need enable_auth=True.")
         rotated: SigningKey = await self.identity.keys.rotate(algorithm)
         return rotated.kid
+
+    def require_tenancy(self) -> TenancyRuntime:
+        if self.tenancy is None:
+            raise ConfigurationError(
+                "Tenants need a tenant manager: set app.tenancy.manager, or build the app with "
+                "create_production_nexus(tenant_manager=...)."
+            )
+        return self.tenancy
+
+    async def refresh_tenants(self) -> None:
+        if self.tenancy is not None:
+            await self.tenancy.directory.reload()
+
+    def check_tools_now(self, catalog: Catalog) -> None:
+        if self.tenancy is not None:
+            self.tenancy.check_tools(catalog)
 
     def require_identity(self) -> IdentityService:
         if self.identity is None:
@@ -152,8 +309,19 @@ async def assemble(
             from nexus.backends.counters import open_counter_store
 
             counters = assembly.counters = open_counter_store(options.redis_url)
+        if serving and options.enable_monitoring:
+            assembly.prometheus = PrometheusMeter()
+        manager = manager_in_use(options.enable_auth, settings.tenancy, settings.auth)
+        seats: SessionSeats | None = None
+        if manager is not None and counters is not None:
+            tenancy = assembly.tenancy = _open_tenancy(
+                options, settings, manager, state, clock, counters, assembly.meter
+            )
+            seats = CliSessionSeats(tenancy.gate.quotas, tenancy.gate.tenant, clock)
         if options.enable_auth and counters is not None:
-            identity = assembly.identity = await _open_identity(options, settings, state, clock, counters)
+            identity = assembly.identity = await _open_identity(
+                options, settings, state, clock, counters, seats
+            )
             keys = None
             if identity.api_keys_enabled:
                 keys = ApiKeyAuthenticator(state.keys, clock, cache_ttl_s=settings.auth.api_key_cache_seconds)
@@ -173,7 +341,12 @@ def api_base_url(options: Options) -> str:
 
 
 async def _open_identity(
-    options: Options, settings: Settings, state: SqlState, clock: SystemClock, counters: CounterStore
+    options: Options,
+    settings: Settings,
+    state: SqlState,
+    clock: SystemClock,
+    counters: CounterStore,
+    seats: SessionSeats | None = None,
 ) -> IdentityRuntime:
     """Sessions, second factors, SSO and token keys, from `app.auth` (and Redis when configured)."""
     from nexus.backends.auth.passwords import Argon2Hasher
@@ -242,6 +415,7 @@ async def _open_identity(
     )
     codec = await keys.open()
     identity_parts = IdentityParts(
+        seats=seats,
         users=state.users,
         factors=state.factors,
         sessions=sessions,
@@ -280,6 +454,65 @@ async def _open_identity(
     )
 
 
+def _open_tenancy(
+    options: Options,
+    settings: Settings,
+    manager: TenantManager,
+    state: SqlState,
+    clock: SystemClock,
+    counters: CounterStore,
+    meter: Meter,
+) -> TenancyRuntime:
+    """The registry (in the state store), leases (memory, or Redis in a cluster) and the gate."""
+    tenancy = settings.tenancy
+    if manager.isolation_level is IsolationLevel.STRICT:
+        data_url = manager.data_url or options.state_url
+        if not data_url.startswith(("postgresql", "postgres")):
+            raise ConfigurationError(
+                "Strict isolation keeps each tenant's data in its own PostgreSQL schema: set state_url "
+                "(or the TenantManager's data_url) to a postgresql:// URL, or choose moderate or basic."
+            )
+    rules = RoutingRules.from_mapping(
+        tenancy.routing, base_domain=tenancy.base_domain, trusted_proxies=tenancy.trusted_proxies
+    )
+    if rules.api == "subdomain" and rules.base_domain is None:
+        raise ConfigurationError(
+            "API tenant routing by subdomain needs app.tenancy.base_domain (for example "
+            "'api.company.com', so client001.api.company.com is client001's)."
+        )
+    leases: LeaseGauge
+    if options.redis_url is not None:
+        from nexus.backends.redis_lease_gauge import RedisLeaseGauge
+
+        leases = RedisLeaseGauge(options.redis_url)
+    else:
+        leases = MemoryLeaseGauge(clock)
+    directory = TenantDirectory(state.tenants, rules, clock, refresh_s=float(tenancy.refresh_seconds))
+    quotas = TenantQuotas(manager.quota_book(), counters, leases, meter=meter)
+    data: TenantDataStore | None = None
+    data_url = manager.data_url or options.state_url
+    if data_url.startswith(("postgresql", "postgres")):
+        from nexus.backends.tenant_data import PostgresTenantData
+
+        data = PostgresTenantData(
+            data_url,
+            manager.isolation_level,
+            storage="database" if manager.storage == "database" else "schema",
+            database_name=manager.database_name,
+        )
+    runtime: TenancyRuntime | None = None
+
+    def contexts(tenant: Tenant) -> Mapping[str, Any]:
+        assert runtime is not None  # noqa: S101  # set below, before any call can come
+        return runtime.context(tenant)
+
+    gate = TenantGate(directory, quotas, manager.policy, contexts)
+    # Port 0 asks the OS for one: when serving, `options` holds the ports actually bound.
+    own_ports = frozenset(port for port in (options.api_port, options.mcp_port) if port)
+    runtime = TenancyRuntime(manager, directory, gate, leases, clock, own_ports, data)
+    return runtime
+
+
 def build_authorizer(authz: Authz, clock: Clock) -> Authorizer:
     """Allow-all until roles or policies are set; otherwise the one decision point of core."""
     if authz.rbac is None and authz.abac is None:
@@ -298,14 +531,16 @@ def build_authorizer(authz: Authz, clock: Clock) -> Authorizer:
 async def _build_serving_parts(
     assembly: Assembly, options: Options, settings: Settings, catalog: Catalog, authz: Authz
 ) -> None:
+    if assembly.tenancy is not None:
+        await assembly.tenancy.directory.reload()
+        assembly.tenancy.check_tools(catalog)  # the MCP tools each tenant would be shown
     limiter: Limiter = NoLimit()
     counters = assembly.counters  # opened by assemble() whenever there is a rate limit or auth
     if counters is not None:
         await counters.ping()  # a configured Redis that does not answer is a start-up error
     if options.rate_limit is not None and counters is not None:
         limiter = RateLimiter(counters, options.rate_limit)
-    prometheus = PrometheusMeter() if options.enable_monitoring else None
-    meter: Meter = prometheus if prometheus is not None else NoopMeter()
+    prometheus, meter = assembly.prometheus, assembly.meter
     pipeline = Pipeline(
         catalog=catalog,
         authenticator=assembly.authenticator,
@@ -317,6 +552,7 @@ async def _build_serving_parts(
         runtime=AsyncLocalRuntime(node_timeout_s=settings.api.node_timeout_seconds),
         encode=codec.dumps,
         step_up=StepUp(assembly.identity.service.policy, assembly.clock) if assembly.identity else None,
+        tenancy=assembly.tenancy.gate if assembly.tenancy is not None else None,
     )
     http_options = HttpOptions(
         max_body_bytes=settings.api.max_body_bytes,
@@ -346,6 +582,12 @@ async def _build_serving_parts(
                 pipeline, identity.service, channel, jwks=identity.keys.jwks, return_hosts=hosts
             )
             extra += routes.routes(prefix)
+    tenancy = assembly.tenancy
+    if tenancy is not None:
+        from nexus.channels.tenants import TenantRoutes
+
+        for channel, prefix in ((Channel.API, ""), (Channel.CLI, CLI_PREFIX)):
+            extra += TenantRoutes(pipeline, channel, http_options, tenancy).routes(prefix)
     api_app = build_http_app(pipeline, http_options, extra_routes=extra, explainer=explainer)
     mcp = McpChannel(
         pipeline,
@@ -354,6 +596,7 @@ async def _build_serving_parts(
         version=VERSION,
         host=options.host,
         is_ready=assembly.is_ready,
+        tenant_routes=assembly.tenancy is not None,
     )
     mcp.authorization_servers = (api_base_url(options),)
     assembly.pipeline, assembly.mcp, assembly.apps = pipeline, mcp, (api_app, mcp.asgi_app)

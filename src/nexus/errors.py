@@ -76,6 +76,14 @@ class WorkflowNotFoundError(NexusError):
     mcp = "invalid_params"
 
 
+class TenantNotFoundError(WorkflowNotFoundError):
+    """The route names no tenant this credential may reach: unknown, or another tenant's (the
+    two look the same, so a route reveals nothing about tenants the caller is not a member of)."""
+
+    code = "tenant_not_found"
+    title = "Tenant not found"
+
+
 class AuthenticationError(NexusError):
     code = "not_authenticated"
     title = "Authentication required"
@@ -90,6 +98,13 @@ class ForbiddenError(NexusError):
     http_status = 403
     exit_code = 77
     mcp = "tool_error"
+
+
+class TenantSuspendedError(ForbiddenError):
+    """The route's tenant is suspended: every channel refuses its calls until it is resumed."""
+
+    code = "tenant_suspended"
+    title = "Tenant suspended"
 
 
 class RateLimitedError(NexusError):

@@ -89,6 +89,11 @@ class AuthSettings(Section):
     """Argon2id memory per password hash in KiB (OWASP: 19 MiB with 2 passes)."""
     sso_return_hosts: list[str] = field(default_factory=lambda: ["127.0.0.1", "localhost", "::1"])
     """Hosts an SSO login may send the browser back to (besides this server's own paths)."""
+    multi_tenant: bool | None = None
+    """The source document's switch: True serves tenants (with `app.tenancy.manager`, or a
+    `TenantManager(isolation_level=tenant_isolation)` when none is set); False refuses a manager."""
+    tenant_isolation: str | None = None
+    """The source document's "strict", "moderate" or "basic"; must agree with the manager's."""
 
     def validate(self) -> None:
         for name in ("api_key_cache_seconds", "session_cache_seconds", "token_leeway_seconds"):
@@ -121,6 +126,12 @@ class AuthSettings(Section):
         memory = self.password_memory_kib
         ok = isinstance(memory, int) and not isinstance(memory, bool) and memory >= 64
         self._require(ok, "password_memory_kib", "an integer >= 64")
+        self._require(self.multi_tenant in (None, True, False), "multi_tenant", "True, False or None")
+        self._require(
+            self.tenant_isolation in (None, "strict", "moderate", "basic"),
+            "tenant_isolation",
+            "'strict', 'moderate' or 'basic'",
+        )
         for name, kind in (("provider", "EnterpriseAuthProvider"), ("mfa", "MultiFactorAuth")):
             value = getattr(self, name)
             check = getattr(value, "validate", None)
@@ -190,6 +201,37 @@ class McpSettings(Section):
 
 
 @dataclass(eq=False)
+class TenancySettings(Section):
+    """Tenants: who manages them and how each channel's requests name theirs (README, "Tenancy")."""
+
+    section: ClassVar[str] = "tenancy"
+    manager: Any = None
+    """A `nexus.enterprise.tenancy.TenantManager`: isolation level, quotas, cross-tenant policies."""
+    routing: dict[str, str] = field(
+        default_factory=lambda: {"api": "subdomain", "cli": "prefix", "mcp": "port_offset"}
+    )
+    """The document's `tenant_routing`. MCP "port_offset" serves each tenant's `mcp_port` and
+    `/t/{tenant}/mcp` on the MCP port; "path" serves only the latter."""
+    base_domain: str | None = None
+    """The API's domain: client001.<base_domain> is the tenant with api_subdomain "client001";
+    any other host is the platform's own route. Required for subdomain routing."""
+    trusted_proxies: list[str] = field(default_factory=list)
+    """Addresses or networks (CIDR) whose X-Forwarded-Host names the host; nobody else's counts."""
+    refresh_seconds: float = 5.0
+    """How soon tenants created, suspended or deleted on another node take effect on this one."""
+
+    def validate(self) -> None:
+        routing = self.routing
+        self._require(isinstance(routing, dict), "routing", "a dict like {'api': 'subdomain'}")
+        proxies = self.trusted_proxies
+        ok = isinstance(proxies, list | tuple) and all(isinstance(p, str) for p in proxies)
+        self._require(ok, "trusted_proxies", "a list of addresses or networks")
+        self._require(_positive_number(self.refresh_seconds), "refresh_seconds", "a positive number")
+        domain = self.base_domain
+        self._require(domain is None or isinstance(domain, str), "base_domain", "a DNS name or None")
+
+
+@dataclass(eq=False)
 class Settings:
     """All sections together; the app owns one."""
 
@@ -197,6 +239,7 @@ class Settings:
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
     mcp: McpSettings = field(default_factory=McpSettings)
+    tenancy: TenancySettings = field(default_factory=TenancySettings)
 
     def sections(self) -> tuple[Section, ...]:
         return tuple(getattr(self, f.name) for f in dataclasses.fields(self))

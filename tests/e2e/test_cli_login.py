@@ -178,7 +178,7 @@ def test_run_without_a_login_exits_77_and_says_to_log_in(
     _, cli = serve_auth()
     done = run_add(cli)
     assert done.returncode == 77
-    assert "nexus login" in done.stderr
+    assert f"nexus --url {cli.url} login" in done.stderr
 
 
 def test_whoami_shows_the_user_roles_and_auth_time(
@@ -221,7 +221,7 @@ def test_logout_ends_the_session_on_the_server_and_run_then_asks_for_login(
 
     refused = run_add(cli)
     assert refused.returncode == 77
-    assert "nexus login" in refused.stderr
+    assert f"nexus --url {cli.url} login" in refused.stderr
 
 
 def test_logout_succeeds_locally_when_the_server_is_unreachable(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from nexus.settings import (
     MonitoringSettings,
     Section,
     Settings,
+    TenancySettings,
 )
 
 SECTIONS: dict[str, type[Section]] = {
@@ -21,6 +22,7 @@ SECTIONS: dict[str, type[Section]] = {
     "monitoring": MonitoringSettings,
     "api": ApiSettings,
     "mcp": McpSettings,
+    "tenancy": TenancySettings,
 }
 
 
@@ -34,7 +36,13 @@ def test_defaults_are_the_documented_ones() -> None:
 
 
 def test_sections_come_in_a_fixed_order_named_as_the_app_exposes_them() -> None:
-    assert [section.section for section in Settings().sections()] == ["auth", "monitoring", "api", "mcp"]
+    assert [section.section for section in Settings().sections()] == [
+        "auth",
+        "monitoring",
+        "api",
+        "mcp",
+        "tenancy",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -46,11 +54,12 @@ def test_sections_come_in_a_fixed_order_named_as_the_app_exposes_them() -> None:
             "access_token_duration, token_issuer, signing_key_file, token_leeway_seconds, "
             "session_cache_seconds, api_key_cache_seconds, "
             "login_failures_per_account, login_failures_per_address, password_time_cost, "
-            "password_memory_kib, sso_return_hosts",
+            "password_memory_kib, sso_return_hosts, multi_tenant, tenant_isolation",
         ),
         ("monitoring", "metrics_path, audit_max_batch"),
         ("api", "max_body_bytes, docs_enabled, node_timeout_seconds"),
         ("mcp", "path, server_name"),
+        ("tenancy", "manager, routing, base_domain, trusted_proxies, refresh_seconds"),
     ],
 )
 def test_unknown_setting_raises_attribute_error_naming_the_valid_ones(section: str, valid: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from nexus.channels import codec
 from nexus.core.pipeline import new_request_id
-from nexus.core.types import Credential
+from nexus.core.types import Channel, Credential, RouteKind, TenantRoute
 from nexus.errors import InternalError, NexusError, PayloadTooLargeError
 
 Scope = MutableMapping[str, Any]
@@ -47,6 +47,10 @@ def request_id_from(headers: Mapping[str, str]) -> str:
     return given if given and _REQUEST_ID.fullmatch(given) else new_request_id()
 
 
+TENANT_HEADER = "x-nexus-tenant"
+"""The CLI's tenant prefix (`nexus --tenant client001` sends it)."""
+
+
 @dataclass(frozen=True, slots=True)
 class HttpCall:
     """One HTTP request as a channel handler sees it; `params` are the matched path segments."""
@@ -63,6 +67,15 @@ class HttpCall:
     @property
     def credential(self) -> Credential | None:
         return credential_from(self.headers)
+
+    def route(self, channel: Channel) -> TenantRoute | None:
+        """How the call names its tenant, as sent: the CLI by its `X-Nexus-Tenant` prefix
+        (`nexus --tenant`), every other call on this port by its Host. Core decides what it means."""
+        if channel is Channel.CLI:
+            prefix = self.headers.get(TENANT_HEADER)
+            return TenantRoute(RouteKind.PREFIX, prefix) if prefix is not None else None
+        host = self.headers.get("host", "")
+        return TenantRoute(RouteKind.HOST, host, self.headers.get("x-forwarded-host"))
 
     async def body(self, limit: int) -> bytes:
         """The whole body, refused with 413 past `limit` bytes (declared or streamed)."""

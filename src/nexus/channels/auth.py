@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from nexus.channels import codec
 from nexus.channels.asgi import HotRoute, HttpAnswer, HttpCall, ok, problem
-from nexus.core.auth.service import Grant, IdentityService
+from nexus.core.auth.service import Grant, IdentityService, LoginRefusedError
 from nexus.core.pipeline import Pipeline
 from nexus.core.types import Action, Channel, Invocation
 from nexus.errors import AuthenticationError, InvalidInputError, NexusError
@@ -89,6 +89,7 @@ class AuthRoutes:
             credential=call.credential,
             client_addr=call.client_addr,
             action=action,
+            route=call.route(self._channel),
         )
 
     async def _step(
@@ -170,7 +171,9 @@ class AuthRoutes:
             if not isinstance(username, str) or not isinstance(password, str):
                 raise InvalidInputError('The body must be {"username": "...", "password": "..."}.')
             channel = self._target_channel(body)
-            grant = await self._identity.login(username, password, channel, call.client_addr)
+            grant = await self._identity.login(
+                username, password, channel, call.client_addr, tenant_id=subject.tenant_id
+            )
             subject.principal_id = grant.session.user_id
             subject.reason = f"logged in by {grant.session.method} for {channel.value}"
             return self._grant_document(grant)
@@ -199,7 +202,9 @@ class AuthRoutes:
                 raise InvalidInputError(
                     'The body must be {"challenge_id", "method", "code"} (or "response").'
                 )
-            grant = await self._identity.answer(str(body.get("challenge_id", "")), method, answer)
+            grant = await self._identity.answer(
+                str(body.get("challenge_id", "")), method, answer, tenant_id=subject.tenant_id
+            )
             subject.principal_id = grant.session.user_id
             subject.reason = f"second factor {method} passed"
             return self._grant_document(grant)
@@ -243,7 +248,9 @@ class AuthRoutes:
         async def step(subject: Any, body: dict[str, Any]) -> Any:
             subject.principal_id = await self._identity.challenge_owner(body.get("challenge_id"))
             answer = body.get("response", body.get("code"))
-            grant, codes = await self._identity.activate(str(body.get("challenge_id", "")), answer)
+            grant, codes = await self._identity.activate(
+                str(body.get("challenge_id", "")), answer, tenant_id=subject.tenant_id
+            )
             subject.principal_id = grant.session.user_id
             subject.reason = "second factor enrolled"
             return self._grant_document(grant, {"recovery_codes": codes})
@@ -358,7 +365,11 @@ class AuthRoutes:
 
         async def run(subject: Any) -> str:
             try:
-                grant, return_to = await self._identity.complete_sso(protocol, params, call.client_addr)
+                grant, return_to = await self._identity.complete_sso(
+                    protocol, params, call.client_addr, tenant_id=subject.tenant_id
+                )
+            except LoginRefusedError:
+                raise  # the pipeline audits its real reason; the caller sees a wrong password
             except NexusError as due:
                 return_to = str(due.detail.get("return_to", ""))
                 if not return_to or due.code not in ("mfa_required", "mfa_enrollment_required"):

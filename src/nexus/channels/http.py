@@ -89,6 +89,7 @@ class WorkflowRoutes:
             inputs=inputs,
             credential=call.credential,
             client_addr=call.client_addr,
+            route=call.route(self._channel),
         )
 
     async def execute(self, call: HttpCall) -> HttpAnswer:
@@ -182,6 +183,7 @@ class SurfaceRoutes:
             call.client_addr,
             action=action,
             surface=surface,
+            route=call.route(self._channel),
         )
 
     async def health(self, call: HttpCall) -> HttpAnswer:
@@ -246,6 +248,7 @@ def _guarded_metrics(pipeline: Pipeline, render: Callable[[], tuple[bytes, str]]
             call.client_addr,
             action=Action.READ,
             surface=METRICS,
+            route=call.route(Channel.API),
         )
 
         try:

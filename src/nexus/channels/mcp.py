@@ -33,7 +33,7 @@ from nexus.channels.asgi import JSON, PROBLEM, credential_from, read_body, reque
 from nexus.channels.http import HEALTH_AUDIT, health_check, problem_response
 from nexus.core.pipeline import ALL_WORKFLOWS, UNKNOWN_WORKFLOW, Pipeline, new_request_id
 from nexus.core.policy.permission import HEALTH_SURFACE, RESOURCES_SURFACE
-from nexus.core.types import Action, Channel, Credential, Invocation, WorkflowInfo
+from nexus.core.types import Action, Channel, Credential, Invocation, RouteKind, TenantRoute, WorkflowInfo
 from nexus.errors import AuthenticationError, InvalidInputError, NexusError, WorkflowNotFoundError
 from nexus.settings import McpSettings
 
@@ -41,6 +41,8 @@ log = logging.getLogger("nexus.channels.mcp")
 
 CREDENTIAL_ENV = "NEXUS_TOKEN"
 PRM_PATH = "/.well-known/oauth-protected-resource"
+TENANT_PORT_SCOPE = "nexus.tenant_port"
+"""Set in the ASGI scope of a connection that came in on a tenant's own MCP port."""
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 WORKFLOW_URI = "nexus://workflows/"
 HEALTH_URI = "nexus://health"
@@ -61,6 +63,7 @@ class _Caller:
     request_id: str
     credential: Credential | None
     client_addr: str
+    route: TenantRoute | None = None
 
 
 def _tool(info: WorkflowInfo) -> types.Tool:
@@ -133,10 +136,15 @@ class McpChannel:
         version: str,
         host: str = "127.0.0.1",
         is_ready: Callable[[], Awaitable[bool]] = _always_ready,
+        tenant_routes: bool = False,
     ) -> None:
-        """`is_ready` tells whether every backend answers, for the health resource."""
+        """`is_ready` tells whether every backend answers, for the health resource.
+
+        With `tenant_routes`, `/t/{tenant}<path>` is served too (each with its own protected
+        resource metadata), and connections on a tenant's own port name that tenant."""
         self._pipeline = pipeline
         self._path = settings.path
+        self._tenant_routes = tenant_routes
         self._auth_enabled = auth_enabled
         self.authorization_servers: tuple[str, ...] = ()
         """Issuers of the tokens this resource accepts (the API port's URL once it is bound)."""
@@ -206,10 +214,13 @@ class McpChannel:
         """The ASGI app of the MCP port: streamable HTTP at the configured path, 404 elsewhere."""
         if scope["type"] != "http":
             return
-        if self._auth_enabled and scope["path"] in (PRM_PATH, PRM_PATH + self._path):
-            await self._resource_metadata(scope, receive, send)
-            return
-        if scope["path"] != self._path:
+        path: str = scope["path"]
+        if self._auth_enabled and path.startswith(PRM_PATH):
+            resource = path.removeprefix(PRM_PATH) or self._path
+            if resource == self._path or self._tenant_path(resource) is not None:
+                await self._resource_metadata(scope, receive, send, resource)
+                return
+        if path != self._path and self._tenant_path(path) is None:
             await Response(status_code=404)(scope, receive, send)
             return
         manager = self._manager
@@ -233,11 +244,29 @@ class McpChannel:
             host = f"{server[0]}:{server[1]}"
         return f"{scope.get('scheme', 'http')}://{host}"
 
-    async def _resource_metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _tenant_path(self, path: str) -> str | None:
+        """The tenant segment of `/t/{tenant}<path>` when tenant routes are served (core decides
+        whether it names a tenant), else None."""
+        if not self._tenant_routes or not path.startswith("/t/") or not path.endswith(self._path):
+            return None
+        segment = path[3 : -len(self._path)]
+        return segment if 0 < len(segment) <= 64 and "/" not in segment else None
+
+    def _route(self, scope: Scope) -> TenantRoute | None:
+        """How an MCP request names its tenant: the tenant's own listener, or its path."""
+        if not self._tenant_routes:
+            return None
+        port = scope.get(TENANT_PORT_SCOPE)
+        if port is not None:
+            return TenantRoute(RouteKind.PORT, str(port))
+        segment = self._tenant_path(scope["path"])
+        return TenantRoute(RouteKind.PATH, segment) if segment is not None else None
+
+    async def _resource_metadata(self, scope: Scope, receive: Receive, send: Send, resource: str) -> None:
         """RFC 9728 protected resource metadata: what this resource is and who issues its tokens."""
         origin = self._origin(scope)
         document = {
-            "resource": f"{origin}{self._path}",
+            "resource": f"{origin}{resource}",
             "authorization_servers": list(self.authorization_servers),
             "bearer_methods_supported": ["header"],
             "resource_name": self.server.name,
@@ -264,10 +293,11 @@ class McpChannel:
                 inputs={},
                 credential=credential,
                 client_addr=_client_addr(scope),
+                route=self._route(scope),
             )
             await self._pipeline.authenticate(invocation)
         except AuthenticationError as error:
-            metadata = f"{self._origin(scope)}{PRM_PATH}{self._path}"
+            metadata = f"{self._origin(scope)}{PRM_PATH}{scope['path']}"
             await _unauthorized(error, request_id, credential is not None, metadata)(scope, receive, send)
             return None
         except NexusError as error:
@@ -285,6 +315,7 @@ class McpChannel:
                 request_id=request_id_from(request.headers),
                 credential=credential_from(request.headers),
                 client_addr=client.host if client else "",
+                route=self._route(request.scope),
             )
         return _Caller(request_id=new_request_id(), credential=self._local_credential, client_addr="")
 
@@ -293,7 +324,13 @@ class McpChannel:
     ) -> types.ListToolsResult:
         caller = self._caller(ctx)
         invocation = Invocation(
-            caller.request_id, Channel.MCP, ALL_WORKFLOWS, {}, caller.credential, caller.client_addr
+            caller.request_id,
+            Channel.MCP,
+            ALL_WORKFLOWS,
+            {},
+            caller.credential,
+            caller.client_addr,
+            route=caller.route,
         )
         try:
             infos = await self._pipeline.list_workflows(invocation)
@@ -320,6 +357,7 @@ class McpChannel:
             inputs=params.arguments or {},
             credential=caller.credential,
             client_addr=caller.client_addr,
+            route=caller.route,
         )
         try:
             result = await self._pipeline.execute(invocation)
@@ -394,6 +432,7 @@ class McpChannel:
             caller.client_addr,
             action=Action.READ,
             surface=surface,
+            route=caller.route,
         )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from nexus.core.tenancy.model import check_tenant_id
 from nexus.core.types import WorkflowInfo
 from nexus.errors import ConfigurationError, WorkflowNotFoundError
 from nexus.workflow import Workflow
@@ -24,10 +25,20 @@ class Registration:
 
     workflow: Workflow
     info: WorkflowInfo
+    tenant_scoped: bool = False
+    """Served on tenants' routes, each run with the caller's tenant context; not on the platform's."""
+    tenants: frozenset[str] | None = None
+    """With `tenant_scoped`: the tenants it is served to (None: every tenant)."""
 
     @property
     def name(self) -> str:
         return self.info.name
+
+    def serves(self, tenant_id: str | None) -> bool:
+        """Whether a call on `tenant_id`'s route (None: the platform's) may reach this workflow."""
+        if tenant_id is None:
+            return not self.tenant_scoped
+        return self.tenant_scoped and (self.tenants is None or tenant_id in self.tenants)
 
 
 def _metadata(name: str, metadata: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -51,6 +62,21 @@ def _metadata(name: str, metadata: Mapping[str, Any] | None) -> Mapping[str, Any
     )
 
 
+def _scope(name: str, tenant_scoped: object, tenants: Iterable[str] | None) -> frozenset[str] | None:
+    if not isinstance(tenant_scoped, bool):
+        raise ConfigurationError(f"tenant_scoped of {name!r} must be True or False.")
+    if tenants is None:
+        return None
+    if not tenant_scoped:
+        raise ConfigurationError(f"tenants= of {name!r} needs tenant_scoped=True.")
+    if isinstance(tenants, str):
+        raise ConfigurationError(f"tenants of {name!r} must be a list of tenant ids, not one string.")
+    scope = frozenset(check_tenant_id(tenant) for tenant in tenants)
+    if not scope:
+        raise ConfigurationError(f"tenants of {name!r} is empty; leave it out to serve every tenant.")
+    return scope
+
+
 class Catalog:
     """Name -> registration; registration may happen before or while serving."""
 
@@ -67,6 +93,8 @@ class Catalog:
         description: str | None = None,
         tags: Iterable[str] = (),
         metadata: Mapping[str, Any] | None = None,
+        tenant_scoped: bool = False,
+        tenants: Iterable[str] | None = None,
     ) -> Registration:
         if not isinstance(name, str) or _NAME.fullmatch(name) is None:
             raise ConfigurationError(
@@ -85,6 +113,7 @@ class Catalog:
             raise ConfigurationError(f"Invalid tag(s) {bad!r} for workflow {name!r}.")
         if name in self._entries:
             raise ConfigurationError(f"A workflow named {name!r} is already registered.")
+        scope = _scope(name, tenant_scoped, tenants)
         info = WorkflowInfo(
             name=name,
             description=description,
@@ -92,7 +121,7 @@ class Catalog:
             input_schema=workflow.input_schema,
             attributes=_metadata(name, metadata),
         )
-        entry = Registration(workflow=workflow, info=info)
+        entry = Registration(workflow=workflow, info=info, tenant_scoped=tenant_scoped, tenants=scope)
         self._entries[name] = entry
         self.version += 1
         return entry
@@ -102,6 +131,11 @@ class Catalog:
         if entry is None:
             raise WorkflowNotFoundError(f"No workflow named {name[:64]!r}.")
         return entry
+
+    def unregister(self, name: str) -> None:
+        """Take back a registration that could not be enabled (e.g. past a tenant's mcp_tools)."""
+        if self._entries.pop(name, None) is not None:
+            self.version += 1
 
     def has(self, name: str) -> bool:
         return name in self._entries

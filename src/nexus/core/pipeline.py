@@ -1,7 +1,8 @@
 """The one pipeline every call from every channel passes through, in a fixed order.
 
-identify -> authorize -> rate limit -> operation (execute, list, describe), and always audit and
-metrics, denials and failures included. Channels build an `Invocation` and render what comes back.
+identify -> tenant -> authorize -> rate limit -> quota -> operation (execute, list, describe), and
+always audit and metrics, denials and failures included. Channels build an `Invocation` (with the
+route it arrived by) and render what comes back; only the pipeline decides the tenant.
 """
 
 from __future__ import annotations
@@ -16,12 +17,16 @@ from typing import Any, TypeVar
 
 from nexus.core.audit import Auditor
 from nexus.core.auth.authenticator import StepUp
+from nexus.core.auth.service import LoginRefusedError
 from nexus.core.authorization import Authorizer
 from nexus.core.catalog import Catalog, Registration
 from nexus.core.identity import Authenticator
 from nexus.core.policy.permission import RESOURCES_SURFACE
 from nexus.core.ports import Clock, Meter
 from nexus.core.ratelimit import Limiter
+from nexus.core.tenancy.context import tenant_context_of
+from nexus.core.tenancy.gate import TenantGate, TenantRefusedError
+from nexus.core.tenancy.model import Tenant
 from nexus.core.types import Action, Decision, Invocation, Outcome, Principal, Result, WorkflowInfo
 from nexus.errors import (
     AccountLockedError,
@@ -37,6 +42,7 @@ from nexus.errors import (
     WorkflowNotFoundError,
 )
 from nexus.workflow import AsyncLocalRuntime
+from nexus.workflow.runtime import new_run_id
 
 T = TypeVar("T")
 log = logging.getLogger("nexus.pipeline")
@@ -58,6 +64,12 @@ _OUTCOMES: tuple[tuple[type[NexusError], Outcome], ...] = (
     (DependencyUnavailableError, Outcome.UNAVAILABLE),
     (DeadlineExceededError, Outcome.UNAVAILABLE),
 )
+
+
+def _accesses(result: Result) -> str:
+    """The audit's note of a run that reached its tenant's data (TenantAssignmentNode, SQL)."""
+    nodes = result.tenant_accesses
+    return f"tenant data accessed by {', '.join(nodes)}" if nodes else ""
 
 
 def outcome_of(error: NexusError) -> Outcome:
@@ -87,6 +99,8 @@ class _Trail:
     metric_workflow: str = UNKNOWN_WORKFLOW
     info: WorkflowInfo | None = None
     """The workflow called, once authorization has looked it up (None for listings)."""
+    tenant: Tenant | None = None
+    """The tenant the call was admitted to (None: the platform's route, or no tenancy)."""
 
 
 @dataclass(slots=True)
@@ -95,6 +109,8 @@ class AuditSubject:
 
     principal_id: str | None = None
     reason: str = ""
+    tenant_id: str | None = None
+    """The tenant whose route the login came by (filled in by the pipeline before the step runs)."""
 
 
 class Pipeline:
@@ -113,6 +129,7 @@ class Pipeline:
         runtime: AsyncLocalRuntime,
         encode: Callable[[Any], object] = json.dumps,
         step_up: StepUp | None = None,
+        tenancy: TenantGate | None = None,
     ) -> None:
         """`encode` is how channels will serialize outputs; a run whose outputs it refuses fails."""
         self.catalog = catalog
@@ -125,11 +142,12 @@ class Pipeline:
         self._runtime = runtime
         self._encode = encode
         self._step_up = step_up if step_up is not None and step_up.active else None
+        self.tenancy = tenancy
 
     async def execute(self, invocation: Invocation) -> Result:
         if invocation.action is not Action.EXECUTE:
             invocation = replace(invocation, action=Action.EXECUTE)
-        return await self._call(invocation, self._run)
+        return await self._call(invocation, self._run, _accesses)
 
     async def describe(self, invocation: Invocation) -> WorkflowInfo:
         return await self._call(replace(invocation, action=Action.READ), self._describe)
@@ -182,6 +200,7 @@ class Pipeline:
         Never a substitute for the call itself, which decides again."""
         try:
             identified = await self._identify(invocation)
+            identified = await self._enter_tenant(identified, _Trail(identified))
         except NexusError:
             return False
         return self.authorizer.decide(identified, None).allowed
@@ -192,6 +211,7 @@ class Pipeline:
         try:
             invocation = trail.invocation = await self._identify_or_count(invocation)
             if authorize:
+                invocation = await self._enter_tenant(invocation, trail)
                 self._authorize(invocation, trail)
             return invocation
         except NexusError as exc:
@@ -210,15 +230,19 @@ class Pipeline:
         started = self._clock.monotonic()
         try:
             invocation = trail.invocation = await self._identify_or_count(invocation)
+            invocation = await self._enter_tenant(invocation, trail)
             decision = self._authorize(invocation, trail)
             trail.reason = decision.reason
             if self._step_up is not None and invocation.action is Action.EXECUTE:
                 self._check_step_up(self._step_up, invocation, trail)
             await self._limiter.check(invocation)
+            if trail.tenant is not None and self.tenancy is not None:
+                await self.tenancy.quotas.count_request(trail.tenant, invocation.channel)
             value = await operation(invocation)
             trail.outcome, trail.error_code = Outcome.SUCCESS, None
-            if noted is not None:
-                trail.reason = f"{trail.reason}; {noted(value)}"
+            note = noted(value) if noted is not None else ""
+            if note:
+                trail.reason = f"{trail.reason}; {note}"
             return value
         except NexusError as exc:
             trail.outcome, trail.error_code = outcome_of(exc), exc.code
@@ -242,11 +266,23 @@ class Pipeline:
         started = self._clock.monotonic()
         try:
             await self._limiter.check(invocation)
+            if self.tenancy is not None:
+                tenant = await self.tenancy.resolve(invocation.route, invocation.client_addr)
+                if tenant is not None:
+                    subject.tenant_id = tenant.tenant_id
+                    trail.invocation = replace(trail.invocation, tenant_id=tenant.tenant_id)
+                    self.tenancy.check_active(tenant)
             value = await operation(subject)
             trail.outcome, trail.error_code = Outcome.SUCCESS, None
             return value
+        except TenantRefusedError as exc:
+            trail.outcome, trail.error_code, trail.reason = outcome_of(exc), exc.code, exc.refusal.reason
+            raise
         except NexusError as exc:
-            trail.outcome, trail.error_code, trail.reason = outcome_of(exc), exc.code, exc.message
+            trail.outcome, trail.error_code = outcome_of(exc), exc.code
+            # A refusal whose cause the caller must not learn (no member of the route's tenant)
+            # renders as a wrong password; the audit gets the real reason.
+            trail.reason = exc.audit_reason if isinstance(exc, LoginRefusedError) else exc.message
             raise
         except Exception as exc:
             log.exception("unexpected error", extra={"request_id": invocation.request_id})
@@ -296,13 +332,39 @@ class Pipeline:
         principal = await self.authenticator.authenticate(invocation.credential, invocation.channel)
         return invocation if principal is invocation.principal else replace(invocation, principal=principal)
 
+    async def _enter_tenant(self, invocation: Invocation, trail: _Trail) -> Invocation:
+        """Resolve the route to a tenant and admit the principal to it; the tenant id a channel
+        may have put on the invocation never counts."""
+        gate = self.tenancy
+        if gate is None:
+            return invocation if invocation.tenant_id is None else replace(invocation, tenant_id=None)
+        try:
+            tenant = await gate.resolve(invocation.route, invocation.client_addr)
+            gate.check_member(tenant, invocation.principal)
+        except TenantRefusedError as exc:
+            trail.reason = exc.refusal.reason
+            if exc.refusal.tenant_id is not None:  # audited where the attacked tenant sees it
+                trail.invocation = replace(invocation, tenant_id=exc.refusal.tenant_id)
+            raise
+        tenant_id = tenant.tenant_id if tenant is not None else None
+        if invocation.tenant_id != tenant_id:
+            invocation = replace(invocation, tenant_id=tenant_id)
+        trail.invocation, trail.tenant = invocation, tenant
+        if tenant is not None:
+            gate.check_active(tenant)
+        return invocation
+
     def _authorize(self, invocation: Invocation, trail: _Trail) -> Decision:
         surface = invocation.surface
         if invocation.workflow == ALL_WORKFLOWS:
             trail.metric_workflow = ALL_WORKFLOWS
             info = None
         elif surface is None or surface == RESOURCES_SURFACE:
-            info = trail.info = self.catalog.get(invocation.workflow).info
+            entry = self.catalog.get(invocation.workflow)
+            if not entry.serves(invocation.tenant_id):  # another tenant's, or the platform's
+                trail.reason = "not served on this route"
+                raise WorkflowNotFoundError(f"No workflow named {invocation.workflow[:64]!r}.")
+            info = trail.info = entry.info
             trail.metric_workflow = info.name
         else:
             trail.metric_workflow = invocation.workflow  # a surface's own name, e.g. "_health"
@@ -321,17 +383,33 @@ class Pipeline:
     async def _run(self, invocation: Invocation) -> Result:
         entry = self.catalog.get(invocation.workflow)
         started = self._clock.monotonic()
+        run_id = new_run_id()
+        tenant = self._tenant_of(invocation)
+        accessed: tuple[str, ...] = ()
         try:
             # The runtime validates the inputs against the declared schema before any node runs;
             # callers give workflow inputs only, never parameters aimed at one node.
-            outputs, run_id = await self._runtime.execute(
-                entry.workflow, parameters=invocation.inputs, flat_only=True
-            )
+            if tenant is None or self.tenancy is None:
+                outputs, run_id = await self._runtime.execute(
+                    entry.workflow, parameters=invocation.inputs, flat_only=True, run_id=run_id
+                )
+            else:
+                context = self.tenancy.context_for(tenant)
+                async with self.tenancy.quotas.running(tenant, run_id):
+                    outputs, run_id = await self._runtime.execute(
+                        entry.workflow,
+                        parameters=invocation.inputs,
+                        flat_only=True,
+                        run_id=run_id,
+                        context=context,
+                    )
+                tenant_context = tenant_context_of(context)
+                accessed = tenant_context.accesses if tenant_context is not None else ()
         finally:
             self._meter.observe_workflow(entry.name, self._clock.monotonic() - started)
         self._check_encodable(outputs)
         duration_ms = round((self._clock.monotonic() - started) * 1000, 3)
-        return Result(run_id=run_id, workflow=entry.name, outputs=outputs, duration_ms=duration_ms)
+        return Result(run_id, entry.name, outputs, duration_ms, accessed)
 
     def _check_encodable(self, outputs: Mapping[str, Mapping[str, Any]]) -> None:
         """Fail the run, naming the node, when its outputs cannot be sent to any channel."""
@@ -350,4 +428,15 @@ class Pipeline:
         return [entry.info for entry in self.catalog.all() if self._may_see(invocation, entry)]
 
     def _may_see(self, invocation: Invocation, entry: Registration) -> bool:
+        if not entry.serves(invocation.tenant_id):
+            return False
         return self.authorizer.decide(invocation, entry.info).allowed  # a listing asks to read
+
+    def _tenant_of(self, invocation: Invocation) -> Tenant | None:
+        """The admitted tenant of a call (its id was set by `_enter_tenant`)."""
+        if invocation.tenant_id is None or self.tenancy is None:
+            return None
+        tenant = self.tenancy.tenant(invocation.tenant_id)
+        if tenant is None:  # deleted while the call was on its way: nothing to run it for
+            raise WorkflowNotFoundError(f"No workflow named {invocation.workflow[:64]!r}.")
+        return tenant

@@ -1,4 +1,4 @@
-"""Requests per minute per principal, counted once across every channel."""
+"""Requests per minute per principal (and tenant), counted once across every channel."""
 
 from __future__ import annotations
 
@@ -35,7 +35,10 @@ class RateLimiter:
     async def check(self, invocation: Invocation) -> None:
         principal = invocation.principal
         subject = f"anon:{invocation.client_addr}" if principal.is_anonymous else principal.id
-        usage = await self._store.hit(f"rate:{subject}", limit=self._limit, window_s=_WINDOW_S)
+        # Keyed by tenant as well: one tenant's traffic never spends another's budget.
+        tenant = invocation.tenant_id
+        key = f"rate:{subject}" if tenant is None else f"rate:t:{tenant}:{subject}"
+        usage = await self._store.hit(key, limit=self._limit, window_s=_WINDOW_S)
         if not usage.allowed:
             retry_after = max(1, math.ceil(usage.reset_after_s))
             raise RateLimitedError(

@@ -22,6 +22,8 @@ _BY_CODE = {
     "invalid_input": Outcome.INVALID_INPUT,
     "payload_too_large": Outcome.INVALID_INPUT,
     "workflow_not_found": Outcome.NOT_FOUND,
+    "tenant_not_found": Outcome.NOT_FOUND,
+    "tenant_suspended": Outcome.FORBIDDEN,
     "not_authenticated": Outcome.UNAUTHENTICATED,
     "mfa_required": Outcome.UNAUTHENTICATED,
     "mfa_enrollment_required": Outcome.UNAUTHENTICATED,
@@ -72,9 +74,11 @@ class HttpClient:
 
     channel = Channel.API
 
-    def __init__(self, api_url: str, token: str | None = None) -> None:
+    def __init__(self, api_url: str, token: str | None = None, *, host: str | None = None) -> None:
         self._url = api_url
         self._headers = {"authorization": f"Bearer {token}"} if token else {}
+        if host is not None:  # a tenant's subdomain, as a DNS name pointing here would send it
+            self._headers["host"] = host
 
     async def _send(self, method: str, path: str, body: Any = None) -> httpx2.Response:
         async with httpx2.AsyncClient(base_url=self._url, headers=self._headers, timeout=30) as client:
@@ -99,11 +103,14 @@ class CliClient:
 
     channel = Channel.CLI
 
-    def __init__(self, api_url: str, token: str | None = None) -> None:
+    def __init__(self, api_url: str, token: str | None = None, *, tenant: str | None = None) -> None:
         self._env = {**os.environ, "NEXUS_URL": api_url}
         self._env.pop("NEXUS_TOKEN", None)
+        self._env.pop("NEXUS_TENANT", None)
         if token:
             self._env["NEXUS_TOKEN"] = token
+        if tenant is not None:  # as `nexus --tenant <prefix>`
+            self._env["NEXUS_TENANT"] = tenant
 
     async def run(self, *args: str) -> tuple[int, str, str]:
         process = await asyncio.create_subprocess_exec(
@@ -130,8 +137,8 @@ class CliClient:
     async def execute(self, workflow: str, inputs: dict[str, Any]) -> Reply:
         params: list[str] = []
         for name, value in inputs.items():
-            text = value if isinstance(value, str) else json.dumps(value)
-            params += ["-p", f"{name}={text}"]
+            # Strings as typed; anything else as its JSON value (`-p name:=<json>`).
+            params += ["-p", f"{name}={value}" if isinstance(value, str) else f"{name}:={json.dumps(value)}"]
         return self._reply(*await self.run("run", workflow, *params, "--json"))
 
 
@@ -229,10 +236,29 @@ def _leaf(exc: BaseException) -> BaseException:
     return exc
 
 
-def client_for(channel: Channel, api_url: str, mcp_url: str, token: str | None = None) -> ChannelClient:
-    """The client of `channel` for an app served at `api_url` / `mcp_url`."""
+@dataclass(frozen=True, slots=True)
+class TenantAddress:
+    """How each channel's client reaches one tenant: the REST Host (its subdomain under the base
+    domain), the CLI prefix, and the tenant's MCP URL (`/t/{tenant}/mcp`, or its own port)."""
+
+    host: str | None = None
+    prefix: str | None = None
+    mcp_url: str | None = None
+
+
+def client_for(
+    channel: Channel,
+    api_url: str,
+    mcp_url: str,
+    token: str | None = None,
+    *,
+    tenant: TenantAddress | None = None,
+) -> ChannelClient:
+    """The client of `channel` for an app served at `api_url` / `mcp_url` (through `tenant`'s
+    route on each channel when given)."""
+    route = tenant or TenantAddress()
     if channel is Channel.API:
-        return HttpClient(api_url, token)
+        return HttpClient(api_url, token, host=route.host)
     if channel is Channel.CLI:
-        return CliClient(api_url, token)
-    return McpClient(mcp_url, token)
+        return CliClient(api_url, token, tenant=route.prefix)
+    return McpClient(route.mcp_url or mcp_url, token)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
@@ -108,8 +108,14 @@ class LocalRuntime:
             return await self._runtime.execute(workflow, parameters, run_id=run_id, context=context)
         finally:
             # Pools and clients are bound to this loop, which asyncio.run is about to close.
-            for node_type in {type(node) for node in workflow.nodes.values()}:
-                await node_type.release_loop_resources()
+            await release_loop_resources([workflow])
+
+
+async def release_loop_resources(workflows: Iterable[Workflow]) -> None:
+    """Close what the node types of `workflows` keep open on the running loop (connection pools,
+    HTTP clients), before that loop closes."""
+    for node_type in {type(node) for workflow in workflows for node in workflow.nodes.values()}:
+        await node_type.release_loop_resources()
 
 
 def _has_running_loop() -> bool:

@@ -310,7 +310,7 @@ def test_an_ended_session_forgets_the_login_and_says_to_log_in(store: Credential
     with client_for(server, store) as client, pytest.raises(Failure) as caught:
         client.list_workflows()
     assert caught.value.exit_code == 77
-    assert "nexus login" in str(caught.value)
+    assert f"nexus --url {URL} login" in str(caught.value)
     assert store.load(URL) is None
 
 
@@ -320,7 +320,7 @@ def test_without_a_cached_login_a_refusal_says_to_log_in(store: CredentialStore)
         client.list_workflows()
     assert server.seen == [("/cli/v1/workflows", None)]
     assert caught.value.exit_code == 77
-    assert "nexus login" in str(caught.value)
+    assert f"nexus --url {URL} login" in str(caught.value)
 
 
 def test_a_fixed_token_is_never_swapped_for_the_cached_login(store: CredentialStore) -> None:

@@ -19,6 +19,8 @@ from nexus.errors import AuthenticationError, InternalError, InvalidInputError
 # Must equal nexus.channels.http.CLI_PREFIX (a test pins it); importing that module would load FastAPI.
 PREFIX = "/cli/v1"
 USER_AGENT = "nexus-cli"
+# Must equal nexus.channels.asgi.TENANT_HEADER (a test pins it): the route a call names its tenant by.
+TENANT_HEADER = "x-nexus-tenant"
 
 
 class TokenSource(Protocol):
@@ -44,8 +46,11 @@ class CliClient:
         source: TokenSource | None = None,
         timeout_s: float = 60.0,
         transport: httpx2.BaseTransport | None = None,
+        tenant: str | None = None,
     ) -> None:
+        """`tenant`: the CLI prefix every call names (`nexus --tenant`); None for the platform's route."""
         self.url = url.rstrip("/")
+        self.tenant = tenant
         if not self.url.lower().startswith(("http://", "https://")):
             raise Failure(
                 "Invalid server URL", f"{url!r}: expected http://host:port.", InvalidInputError.exit_code
@@ -55,6 +60,8 @@ class CliClient:
         self._source = None if token else source
         self._asked = False
         headers = {"user-agent": USER_AGENT, "accept": "application/json"}
+        if tenant is not None:
+            headers[TENANT_HEADER] = tenant
         try:
             self._http = httpx2.Client(
                 base_url=self.url + PREFIX, headers=headers, timeout=timeout_s, transport=transport
@@ -86,6 +93,31 @@ class CliClient:
     def explain(self, query: dict[str, Any]) -> dict[str, Any]:
         """An authorization decision explained (needs `cli:explain:authz` when roles are configured)."""
         return self._call("POST", "/authz/explain", query)
+
+    # -- tenant administration (the `tenants` surface; platform principals on the platform's route) --
+
+    def list_tenants(self) -> list[dict[str, Any]]:
+        listing = self._call("GET", "/admin/tenants").get("tenants")
+        if not isinstance(listing, list):
+            raise self._malformed("a listing without 'tenants'")
+        return [item for item in listing if isinstance(item, dict)]
+
+    def show_tenant(self, tenant_id: str) -> dict[str, Any]:
+        """The tenant with its usage (running workflows, CLI sessions) and quota limits."""
+        return self._call("GET", _tenant_path(tenant_id))
+
+    def create_tenant(self, tenant_id: str, name: str, config: dict[str, Any]) -> dict[str, Any]:
+        body = {"tenant_id": tenant_id, "name": name, "config": config}
+        return self._call("POST", "/admin/tenants", body)
+
+    def suspend_tenant(self, tenant_id: str) -> dict[str, Any]:
+        return self._call("POST", f"{_tenant_path(tenant_id)}/suspend")
+
+    def resume_tenant(self, tenant_id: str) -> dict[str, Any]:
+        return self._call("POST", f"{_tenant_path(tenant_id)}/resume")
+
+    def delete_tenant(self, tenant_id: str) -> dict[str, Any]:
+        return self._call("DELETE", _tenant_path(tenant_id))
 
     def run(self, workflow: str, params: dict[str, str]) -> dict[str, Any]:
         """Execute `workflow`; the server coerces each raw string by the workflow's input schema."""
@@ -189,6 +221,10 @@ class CliClient:
         return Failure(
             f"Unexpected answer from {self.url}", f"{what}; is this a Nexus server?", InternalError.exit_code
         )
+
+
+def _tenant_path(tenant_id: str) -> str:
+    return f"/admin/tenants/{quote(tenant_id, safe='')}"
 
 
 def _json_object(response: httpx2.Response) -> dict[str, Any] | None:

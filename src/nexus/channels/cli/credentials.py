@@ -1,4 +1,4 @@
-"""The `nexus` command's login cache: one private JSON file of sessions, keyed by server URL.
+"""The `nexus` command's login cache: one private JSON file of sessions, keyed by server URL and tenant.
 
 `credentials.json` has mode 0600 and is only ever replaced whole (temp file + `os.replace`). A config
 directory the CLI creates is 0700; an existing one is never re-moded, and one others can write is
@@ -65,6 +65,16 @@ def normalize_url(url: str) -> str:
         port = None
     netloc = host if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{host}:{port}"
     return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def login_key(url: str, tenant: str | None = None) -> str:
+    """The cache key of a login: its server, and the tenant prefix it was made on (`nexus --tenant`).
+
+    A tenant's login is `<url>#<prefix>`: a normalized URL keeps no fragment, so no server's own
+    login can be mistaken for a tenant's, and a platform login is keyed as before.
+    """
+    base = normalize_url(url)
+    return base if tenant is None else f"{base}#{tenant}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,22 +181,22 @@ class CredentialStore:
     def default(cls) -> CredentialStore:
         return cls(config_dir())
 
-    def load(self, url: str) -> Credentials | None:
-        """The login cached for `url`; None when there is none, or the file is unreadable or in a
-        directory others can write."""
-        return Credentials.from_json(self._read().get(normalize_url(url)))
+    def load(self, url: str, *, tenant: str | None = None) -> Credentials | None:
+        """The login cached for `url` (on `tenant`'s route; None: the platform's); None when there
+        is none, or the file is unreadable or in a directory others can write."""
+        return Credentials.from_json(self._read().get(login_key(url, tenant)))
 
-    def save(self, url: str, credentials: Credentials) -> None:
+    def save(self, url: str, credentials: Credentials, *, tenant: str | None = None) -> None:
         with self._locked():
             servers = self._read()
-            servers[normalize_url(url)] = credentials.to_json()
+            servers[login_key(url, tenant)] = credentials.to_json()
             self._write(servers)
 
-    def delete(self, url: str) -> bool:
-        """Forget `url`'s login; False when none was cached."""
+    def delete(self, url: str, *, tenant: str | None = None) -> bool:
+        """Forget the login for `url` (on `tenant`'s route); False when none was cached."""
         with self._locked():
             servers = self._read()
-            if servers.pop(normalize_url(url), None) is None:
+            if servers.pop(login_key(url, tenant), None) is None:
                 return False
             self._write(servers)
             return True
@@ -272,14 +282,24 @@ def _refusal(directory: Path) -> Failure | None:
     )
 
 
-def not_logged_in(url: str, why: str = "No login is cached for this server") -> Failure:
-    return Failure("Not logged in", f"{why}; run `nexus login --url {url}`.", AuthenticationError.exit_code)
+def login_command(url: str, tenant: str | None = None) -> str:
+    """The command that logs in to `url` (on `tenant`'s route): global options come first."""
+    on_tenant = f" --tenant {tenant}" if tenant is not None else ""
+    return f"nexus --url {url}{on_tenant} login"
 
 
-def with_login_hint(refusal: Failure, url: str) -> Failure:
+def not_logged_in(
+    url: str, why: str = "No login is cached for this server", *, tenant: str | None = None
+) -> Failure:
+    return Failure(
+        "Not logged in", f"{why}; run `{login_command(url, tenant)}`.", AuthenticationError.exit_code
+    )
+
+
+def with_login_hint(refusal: Failure, url: str, tenant: str | None = None) -> Failure:
     """The server's refusal, telling the user how to log in."""
     lead = f"{refusal.detail.rstrip('.')}; " if refusal.detail else ""
-    detail = f"{lead}run `nexus login --url {url}` (or pass --token)."
+    detail = f"{lead}run `{login_command(url, tenant)}` (or pass --token)."
     problem = None if refusal.problem is None else {**refusal.problem, "detail": detail}
     return Failure(refusal.title, detail, refusal.exit_code, refusal.facts, problem)
 
@@ -287,14 +307,22 @@ def with_login_hint(refusal: Failure, url: str) -> Failure:
 class CachedLogin:
     """The token source of the client commands: the cached access token, renewed from the session."""
 
-    def __init__(self, store: CredentialStore, url: str, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: CredentialStore,
+        url: str,
+        clock: Callable[[], float] = time.time,
+        *,
+        tenant: str | None = None,
+    ) -> None:
         self._store = store
         self._url = url
         self._clock = clock
+        self._tenant = tenant
 
     def token(self, client: CliClient) -> str | None:
         """The access token to send now, renewed first when it expired or is about to; None if no login."""
-        cached = self._store.load(self._url)
+        cached = self._store.load(self._url, tenant=self._tenant)
         if cached is None:
             return None
         if cached.is_access_fresh(self._clock()):
@@ -303,9 +331,9 @@ class CachedLogin:
 
     def renew(self, client: CliClient, refusal: Failure) -> str:
         """After the server refused the access token: a new one from the session, or a `Failure`."""
-        cached = self._store.load(self._url)
+        cached = self._store.load(self._url, tenant=self._tenant)
         if cached is None:
-            raise with_login_hint(refusal, self._url)
+            raise with_login_hint(refusal, self._url, self._tenant)
         return self._renew(client, cached)
 
     def _renew(self, client: CliClient, cached: Credentials) -> str:
@@ -314,10 +342,10 @@ class CachedLogin:
         except Failure as failure:
             if failure.problem is None or failure.problem.get("code") != AuthenticationError.code:
                 raise
-            self._store.delete(self._url)
-            raise not_logged_in(self._url, "The session has ended") from None
+            self._store.delete(self._url, tenant=self._tenant)
+            raise not_logged_in(self._url, "The session has ended", tenant=self._tenant) from None
         renewed = cached.with_access(answer, self._clock())
-        self._store.save(self._url, renewed)
+        self._store.save(self._url, renewed, tenant=self._tenant)
         return renewed.access_token
 
 

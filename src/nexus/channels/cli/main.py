@@ -1,5 +1,5 @@
 """The CLI channel's client commands: log in and out, run, list and describe workflows on a server,
-show its health and explain its authorization decisions (`authz.py`).
+show its health, explain its authorization decisions (`authz.py`) and manage its tenants (`tenants.py`).
 
 Start-up time is part of the contract: this module imports typer, the standard library and the
 dependency-free `nexus.errors` only; each command imports the client, rich or the app stack itself.
@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from nexus.channels.cli.authz import authz_app
-from nexus.channels.cli.pairs import parse_pairs
+from nexus.channels.cli.pairs import parse_params as parse_typed_pairs
 from nexus.channels.cli.problem import Failure, failure_from_error
+from nexus.channels.cli.tenants import tenant_prefix, tenants_app
 from nexus.errors import AuthenticationError, InternalError, InvalidInputError, NexusError
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ app = typer.Typer(
 workflows_app = typer.Typer(help="Workflows on the server.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(workflows_app, name="workflows")
 app.add_typer(authz_app, name="authz")
+app.add_typer(tenants_app, name="tenants")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,20 +50,30 @@ class Remote:
     url: str
     token: str | None
     timeout_s: float
+    tenant: str | None = None
+    """The tenant prefix every call names (`--tenant`); None for the platform's route."""
 
     def client(self) -> CliClient:
-        """A client whose calls carry `--token`, else this URL's cached login (renewed as needed)."""
+        """A client whose calls carry `--token`, else the cached login for this URL and tenant
+        (renewed as needed)."""
         from nexus.channels.cli.client import CliClient
         from nexus.channels.cli.credentials import CachedLogin, CredentialStore
 
-        source = None if self.token else CachedLogin(CredentialStore.default(), self.url)
-        return CliClient(self.url, token=self.token, source=source, timeout_s=self.timeout_s)
+        source = None if self.token else CachedLogin(CredentialStore.default(), self.url, tenant=self.tenant)
+        return CliClient(
+            self.url, token=self.token, source=source, timeout_s=self.timeout_s, tenant=self.tenant
+        )
 
     def anonymous(self) -> CliClient:
-        """A client for the login conversation: it sends only what each step names."""
+        """A client for the login conversation: it sends only what each step names (and the tenant)."""
         from nexus.channels.cli.client import CliClient
 
-        return CliClient(self.url, timeout_s=self.timeout_s)
+        return CliClient(self.url, timeout_s=self.timeout_s, tenant=self.tenant)
+
+    @property
+    def where(self) -> str:
+        """The server, and the tenant when one is named (for messages)."""
+        return self.url if self.tenant is None else f"{self.url} (tenant {self.tenant})"
 
 
 @app.callback()
@@ -84,9 +96,19 @@ def options(
             metavar="SECONDS", min=0.1, envvar="NEXUS_TIMEOUT", help="Seconds to wait for an answer."
         ),
     ] = 60.0,
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PREFIX",
+            envvar="NEXUS_TENANT",
+            help="Call as this tenant: its CLI prefix, sent as X-Nexus-Tenant (default: the platform).",
+        ),
+    ] = None,
 ) -> None:
     """Run workflows on a Nexus server, serve a Nexus app, manage its API keys."""
-    ctx.obj = Remote(url=url, token=token, timeout_s=timeout)
+    with reporting():
+        prefix = tenant_prefix(tenant)
+    ctx.obj = Remote(url=url, token=token, timeout_s=timeout, tenant=prefix)
 
 
 @contextlib.contextmanager
@@ -119,9 +141,9 @@ def _report(failure: Failure, as_json: bool) -> None:
     raise typer.Exit(failure.exit_code)
 
 
-def parse_params(pairs: list[str]) -> dict[str, str]:
-    """`key=value` strings as a dict of raw strings; the server coerces them by the input schema."""
-    return parse_pairs(pairs, what="parameter", option="-p")
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` raw strings (the server coerces them by the input schema), `key:=<json>` typed."""
+    return parse_typed_pairs(pairs)
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of tables.")]
@@ -133,7 +155,12 @@ def run(
     workflow: Annotated[str, typer.Argument(metavar="WORKFLOW", help="The workflow's name.")],
     param: Annotated[
         list[str] | None,
-        typer.Option("--param", "-p", metavar="KEY=VALUE", help="An input as key=value (repeat for more)."),
+        typer.Option(
+            "--param",
+            "-p",
+            metavar="KEY=VALUE",
+            help="An input as key=value, or key:=JSON typed (repeat for more).",
+        ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -235,7 +262,7 @@ def _password_login(
     if not username:
         if not answers.interactive:
             raise Failure("Missing input", "stdin is not a terminal: give --username.", USAGE)
-        cached = CredentialStore.default().load(remote.url)
+        cached = CredentialStore.default().load(remote.url, tenant=remote.tenant)
         username = str(typer.prompt("Username", default=cached.username if cached else None, err=True))
     password = answers.password()
     try:
@@ -252,9 +279,9 @@ def _reauthenticate(
     from nexus.channels.cli import login as conversation
     from nexus.channels.cli.credentials import CredentialStore, not_logged_in
 
-    cached = CredentialStore.default().load(remote.url)
+    cached = CredentialStore.default().load(remote.url, tenant=remote.tenant)
     if cached is None:
-        raise not_logged_in(remote.url)
+        raise not_logged_in(remote.url, tenant=remote.tenant)
     password = answers.password()
     try:
         return client.reauthenticate(cached.session_token, password)
@@ -273,10 +300,10 @@ def _keep(remote: Remote, client: CliClient, grant: dict[str, Any]) -> None:
     from nexus.channels.cli.render import safe
 
     store = CredentialStore.default()
-    previous = store.load(remote.url)
+    previous = store.load(remote.url, tenant=remote.tenant)
     fresh = Credentials.from_grant(grant, time.time(), previous=previous)
     try:
-        store.save(remote.url, fresh)
+        store.save(remote.url, fresh, tenant=remote.tenant)
     except Failure:
         # Nowhere to keep it: end the new session rather than leave it live on the server unused.
         with contextlib.suppress(Failure):
@@ -298,9 +325,9 @@ def logout(ctx: typer.Context) -> None:
 
         remote: Remote = ctx.obj
         store = CredentialStore.default()
-        cached = store.load(remote.url)
+        cached = store.load(remote.url, tenant=remote.tenant)
         if cached is None:
-            typer.echo(f"Not logged in to {remote.url}.")
+            typer.echo(f"Not logged in to {remote.where}.")
             return
         ended = "The session has ended on the server."
         try:
@@ -314,8 +341,8 @@ def logout(ctx: typer.Context) -> None:
                     f"The server could not end the session ({failure.title}); "
                     f"it stays valid there until {moment(cached.session_expires_at)}."
                 )
-        store.delete(remote.url)
-        typer.echo(f"Logged out of {remote.url} here. {ended}")
+        store.delete(remote.url, tenant=remote.tenant)
+        typer.echo(f"Logged out of {remote.where} here. {ended}")
 
 
 @app.command()
@@ -327,7 +354,7 @@ def whoami(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         remote: Remote = ctx.obj
         with remote.client() as client:
             document = client.whoami()
-        cached = None if remote.token else CredentialStore.default().load(remote.url)
+        cached = None if remote.token else CredentialStore.default().load(remote.url, tenant=remote.tenant)
         if cached is not None and cached.user_id == document.get("id"):
             document = {"username": cached.username, **document}
         if as_json:
@@ -341,7 +368,7 @@ def whoami(ctx: typer.Context, as_json: JsonFlag = False) -> None:
             f"User: {name} ({document.get('id')}, {document.get('kind')})",
             f"Roles: {', '.join(map(str, roles)) or 'none'}",
             f"Authenticated: {moment(document.get('auth_time'))}",
-            f"Server: {remote.url}",
+            f"Server: {remote.where}",
         ]
         for line in lines:
             typer.echo(safe(line).plain)

@@ -40,6 +40,7 @@ class CliRun:
             inputs={},
             credential=call.credential,
             client_addr=call.client_addr,
+            route=call.route(Channel.CLI),
         )
         try:
             params = _params_of(codec.loads_object(await call.body(self._max_body_bytes), what="The body"))

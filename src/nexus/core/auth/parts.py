@@ -15,6 +15,7 @@ from nexus.core.auth.ports import (
     HardwareKeyVerifier,
     OtpVerifier,
     PasswordHasher,
+    SessionSeats,
     SessionStore,
     SmsSender,
     SsoProtocol,
@@ -40,3 +41,5 @@ class IdentityParts:
     otp: OtpVerifier | None = None
     hardware: HardwareKeyVerifier | None = None
     sms: SmsSender | None = None
+    seats: SessionSeats | None = None
+    """Live-session quotas (a tenant's `cli_sessions`); None: sessions are not counted."""

@@ -175,6 +175,22 @@ class SessionStore(Protocol):
     async def close(self) -> None: ...
 
 
+class SessionSeats(Protocol):
+    """Counts live sessions against a limit (a tenant's `cli_sessions`); the implementation says
+    which sessions count. A seat is held from login, kept while the session is used, and given
+    back at logout; one idle past the seat's lifetime frees it and takes it again on next use."""
+
+    async def take(self, session: Session) -> None:
+        """Hold a seat for a new session; `QuotaExceededError` when none is free."""
+        ...
+
+    async def keep(self, session: Session) -> None:
+        """The session is in use: keep its seat (take one again if it lapsed)."""
+        ...
+
+    async def release(self, session: Session) -> None: ...
+
+
 class SigningKeyStore(Protocol):
     async def list(self) -> Sequence[SigningKey]: ...
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from nexus.core.auth.model import Session, User
 from nexus.core.auth.policy import ALL_CHANNELS, MfaPolicy, SessionPolicy
-from nexus.core.auth.ports import SessionStore, TokenCodec
+from nexus.core.auth.ports import SessionSeats, SessionStore, TokenCodec
 from nexus.core.ports import Clock
 from nexus.core.types import Channel, Principal
 from nexus.errors import AuthenticationError, ForbiddenError
@@ -50,8 +50,16 @@ class SessionKeeper:
     """Opens sessions, mints channel tokens from them and turns those tokens back into principals."""
 
     def __init__(
-        self, store: SessionStore, tokens: TokenCodec, clock: Clock, *, mfa: MfaPolicy, policy: SessionPolicy
+        self,
+        store: SessionStore,
+        tokens: TokenCodec,
+        clock: Clock,
+        *,
+        mfa: MfaPolicy,
+        policy: SessionPolicy,
+        seats: SessionSeats | None = None,
     ) -> None:
+        self._seats = seats
         self._store = store
         self._tokens = tokens
         self._clock = clock
@@ -63,8 +71,11 @@ class SessionKeeper:
         # session is still checked on every call, so a logout ends the token as before.
         self._verified: dict[tuple[str, Channel], tuple[str, str, float]] = {}
 
-    async def open(self, user: User, method: str, channel: Channel, *, mfa: bool) -> Grant:
-        """Start a session for `user` (its second factor passed or not) and a token for `channel`."""
+    async def open(
+        self, user: User, method: str, channel: Channel, *, mfa: bool, tenant_id: str | None = None
+    ) -> Grant:
+        """Start a session for `user` (its second factor passed or not) in `tenant_id` (None: the
+        platform), holding the user's tenants as they are now, and a token for `channel`."""
         now = self._clock.now()
         secret = secrets.token_urlsafe(32)
         channels = (
@@ -84,8 +95,17 @@ class SessionKeeper:
             attributes=user.attributes,
             mfa_time=now if mfa else None,
             mfa_channels=channels,
+            tenant_id=tenant_id,
+            tenants=user.tenants,
         )
-        await self._store.create(session)
+        if self._seats is not None:
+            await self._seats.take(session)  # a full tenant refuses the login before it exists
+        try:
+            await self._store.create(session)
+        except BaseException:
+            if self._seats is not None:
+                await self._seats.release(session)
+            raise
         token = f"{SESSION_PREFIX}_{session.session_id}_{secret}"
         return Grant(session=session, session_token=token, access=self.mint(session, channel))
 
@@ -171,6 +191,8 @@ class SessionKeeper:
             principal = await self.authenticate(credential, channel)
             session = await self.live(principal.session_id or "")
         await self.end(session.session_id)
+        if self._seats is not None:
+            await self._seats.release(session)
         return session.user_id
 
     async def authenticate(self, token: str, channel: Channel) -> Principal:
@@ -183,6 +205,8 @@ class SessionKeeper:
             raise AuthenticationError(SESSION_ENDED)
         if self._mfa.due(session.roles, channel) and channel not in session.mfa_channels:
             raise AuthenticationError("This session has not passed the second factor this channel needs.")
+        if self._seats is not None:
+            await self._seats.keep(session)
         return Principal(
             id=session.user_id,
             kind=session.method,
@@ -191,6 +215,8 @@ class SessionKeeper:
             session_id=session.session_id,
             auth_time=session.auth_time,
             name=session.username,
+            tenants=session.tenants,
+            tenant_id=session.tenant_id,
         )
 
     def _verify(self, token: str, channel: Channel) -> tuple[str, str]:

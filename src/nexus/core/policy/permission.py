@@ -19,6 +19,7 @@ RESOURCES_SURFACE = "resources"  # MCP resources: each workflow's description, r
 HEALTH_SURFACE = "health"
 AUTHZ_SURFACE = "authz"  # the explain endpoint
 METRICS_SURFACE = "metrics"  # /metrics when auth is on
+TENANTS_SURFACE = "tenants"  # tenant administration: read, create, suspend, resume, delete
 
 ACTION = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _RESOURCE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")

@@ -14,7 +14,7 @@ import math
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 
-from nexus.core.ports import CounterStore
+from nexus.core.ports import CounterStore, Meter
 from nexus.core.tenancy.model import BUILTIN_PROFILES, QuotaProfile, Resource, Tenant
 from nexus.core.tenancy.ports import LeaseGauge
 from nexus.core.types import Channel, Usage
@@ -57,12 +57,20 @@ class TenantQuotas:
     """Counts each tenant's use of each resource against its profile; refuses past the limit."""
 
     def __init__(
-        self, book: QuotaBook, counters: CounterStore, leases: LeaseGauge, *, run_lease_s: float = RUN_LEASE_S
+        self,
+        book: QuotaBook,
+        counters: CounterStore,
+        leases: LeaseGauge,
+        *,
+        run_lease_s: float = RUN_LEASE_S,
+        meter: Meter | None = None,
     ) -> None:
+        """`meter` is told each tenant's use after every count (`nexus_tenant_resource_usage`)."""
         self.book = book
         self._counters = counters
         self._leases = leases
         self._run_lease_s = run_lease_s
+        self._meter = meter
 
     async def count_request(self, tenant: Tenant, channel: Channel) -> Usage | None:
         """Count an API call against `api_requests_per_hour` (other channels do not count)."""
@@ -71,6 +79,9 @@ class TenantQuotas:
             return None
         key = quota_key(tenant.tenant_id, Resource.API_REQUESTS_PER_HOUR)
         usage = await self._counters.hit(key, limit=limit, window_s=HOUR_S)
+        if self._meter is not None:
+            used = limit - usage.remaining
+            self._meter.observe_tenant_usage(tenant.tenant_id, Resource.API_REQUESTS_PER_HOUR.value, used)
         if not usage.allowed:
             raise _exceeded(
                 tenant, Resource.API_REQUESTS_PER_HOUR, limit, math.ceil(usage.reset_after_s) or 1
@@ -99,7 +110,7 @@ class TenantQuotas:
                 # wait() neither raises the renewer's errors nor swallows a cancellation of ours.
                 await asyncio.wait({renewing})
             finally:
-                await self._release(key, run_id)
+                await self._release(tenant.tenant_id, Resource.CONCURRENT_WORKFLOWS, run_id)
 
     async def open_cli_session(self, tenant: Tenant, session_id: str, *, ttl_s: float) -> None:
         """Count a CLI session against `cli_sessions` for its lifetime (`close_cli_session` ends it)."""
@@ -109,8 +120,16 @@ class TenantQuotas:
         key = quota_key(tenant.tenant_id, Resource.CLI_SESSIONS)
         await self._take(tenant, Resource.CLI_SESSIONS, key, session_id, limit, ttl_s, 60)
 
-    async def close_cli_session(self, tenant: Tenant, session_id: str) -> None:
-        await self._leases.release(quota_key(tenant.tenant_id, Resource.CLI_SESSIONS), session_id)
+    async def keep_cli_session(self, tenant: Tenant, session_id: str, *, ttl_s: float) -> None:
+        """Renew a CLI session's seat, or take it again if it lapsed (refused when none is free)."""
+        if self.book.profile_of(tenant).limit(Resource.CLI_SESSIONS) is None:
+            return
+        key = quota_key(tenant.tenant_id, Resource.CLI_SESSIONS)
+        if not await self._leases.renew(key, session_id, ttl_s=ttl_s):
+            await self.open_cli_session(tenant, session_id, ttl_s=ttl_s)
+
+    async def close_cli_session(self, tenant_id: str, session_id: str) -> None:
+        await self._release(tenant_id, Resource.CLI_SESSIONS, session_id)
 
     def check_tools(self, tenant: Tenant, tools: int) -> None:
         """Refuse exposing more than `mcp_tools` tools to the tenant over MCP (when enabling them)."""
@@ -142,10 +161,12 @@ class TenantQuotas:
             taken = await self._leases.acquire(key, lease_id, limit=limit, ttl_s=ttl_s)
         except BaseException:
             # Cancelled or failed while the store may already have granted it: give it back.
-            await self._release(key, lease_id)
+            await self._release(tenant.tenant_id, resource, lease_id)
             raise
         if taken is None:
             raise _exceeded(tenant, resource, limit, retry_s)
+        if self._meter is not None:
+            self._meter.observe_tenant_usage(tenant.tenant_id, resource.value, taken)
 
     async def _keep(self, key: str, run_id: str, limit: int) -> None:
         """Renew the run's lease until cancelled; take it again if it was lost (a store restart)."""
@@ -160,9 +181,12 @@ class TenantQuotas:
             except Exception:  # the store is down: try again next time, the run goes on
                 log.warning("could not renew a run's quota slot", extra={"quota_key": key}, exc_info=True)
 
-    async def _release(self, key: str, lease_id: str) -> None:
+    async def _release(self, tenant_id: str, resource: Resource, lease_id: str) -> None:
+        key = quota_key(tenant_id, resource)
         try:
             await self._leases.release(key, lease_id)
+            if self._meter is not None:
+                self._meter.observe_tenant_usage(tenant_id, resource.value, await self._leases.count(key))
         except Exception:  # the lease expires by itself; the caller's outcome stands
             log.warning(
                 "could not release a quota slot; it expires by itself",

@@ -118,11 +118,16 @@ class TenantRouter:
 
     def for_api(self, host: str | None, client_addr: str, forwarded_host: str | None = None) -> Tenant | None:
         """The tenant whose subdomain is the host's first label under the base domain."""
+        label = self.api_label(host, client_addr, forwarded_host)
+        return self.index.by_subdomain.get(label) if label is not None else None
+
+    def api_label(self, host: str | None, client_addr: str, forwarded_host: str | None = None) -> str | None:
+        """The label a request's host names under the base domain; None for any other host (the
+        platform's own). X-Forwarded-Host counts only from a trusted proxy."""
         if forwarded_host and self.rules.is_trusted(client_addr):
             # The nearest proxy appends last; earlier entries came from whoever sent the request.
             host = forwarded_host.rsplit(",", 1)[-1].strip()
-        label = self.subdomain_of(host)
-        return self.index.by_subdomain.get(label) if label is not None else None
+        return self.subdomain_of(host)
 
     def subdomain_of(self, host: str | None) -> str | None:
         """`tenant1` of `tenant1.api.company.com[:port]`; None for any other shape of host."""

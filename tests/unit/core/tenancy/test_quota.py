@@ -91,7 +91,7 @@ async def test_cli_sessions_are_counted_until_closed(quotas: TenantQuotas) -> No
     await quotas.open_cli_session(acme, "s1", ttl_s=3600)
     with pytest.raises(QuotaExceededError, match="cli_sessions"):
         await quotas.open_cli_session(acme, "s2", ttl_s=3600)
-    await quotas.close_cli_session(acme, "s1")
+    await quotas.close_cli_session("acme", "s1")
     await quotas.open_cli_session(acme, "s2", ttl_s=3600)
 
 
