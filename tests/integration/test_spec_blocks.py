@@ -42,6 +42,15 @@ COPIES = {
         "### Attribute-Based Access Control (ABAC)",
         "1fdd139045d4304ec70630440c2c053ca2b2ddacf18335ace969458fb4bb0cd8",
     ),
+    # Run against the real PostgreSQL by tests/integration/test_spec_tenancy.py.
+    "tenant_isolation.py": (
+        "### Tenant Isolation Configuration",
+        "c04a4072993ef4fcbd595952c7e92ad73ac44a04753a85f7d03b12c47e512b9a",
+    ),
+    "tenant_aware_workflows.py": (
+        "### Tenant-Aware Workflows",
+        "e7bdaf0c3b3968e311ed518e4060e061dac2fab4921cf3d79743533c22b11f69",
+    ),
 }
 
 
