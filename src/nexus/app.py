@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from nexus.core.auth.model import User
 from nexus.core.catalog import Catalog, Registration
 from nexus.core.identity import IssuedKey
-from nexus.core.tenancy.model import Tenant, TenantConfig, check_tenant_id
+from nexus.core.tenancy.model import Tenant
 from nexus.core.types import ApiKey, AuditRecord
 from nexus.errors import ConfigurationError
 from nexus.settings import (
@@ -345,9 +345,11 @@ class Nexus:
             every_s = float(self.tenancy.refresh_seconds) / 4
             follower = asyncio.create_task(listeners.follow(tenancy.directory, every_s))
             object.__setattr__(self, "_listeners", listeners)
+            tenancy.ports = listeners  # creates and deletes through any channel keep them in step
             try:
                 yield
             finally:
+                tenancy.ports = None
                 object.__setattr__(self, "_listeners", None)
                 follower.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -422,15 +424,7 @@ class Nexus:
                 tenant's, or the `mcp_port` is this app's API or MCP port or taken on its host.
         """
         async with self._admin() as admin:
-            tenancy = admin.require_tenancy()
-            listeners = self._listeners if admin is self._assembly else None
-            if listeners is None:
-                return await tenancy.create(self._catalog, tenant_id, name, config)
-            port = TenantConfig.from_mapping(config).mcp_port
-            async with listeners.reserving(check_tenant_id(tenant_id), port):
-                tenant = await tenancy.create(self._catalog, tenant_id, name, config)
-                await listeners.sync(tenancy.directory)
-            return tenant
+            return await admin.require_tenancy().create(self._catalog, tenant_id, name, config)
 
     async def list_tenants(self) -> list[Tenant]:
         async with self._admin() as admin:
@@ -464,12 +458,7 @@ class Nexus:
         """Remove the tenant, and with strict isolation its schema and everything in it; while
         serving, its MCP listener closes."""
         async with self._admin() as admin:
-            tenancy = admin.require_tenancy()
-            deleted = await tenancy.delete(tenant_id)
-            listeners = self._listeners if admin is self._assembly else None
-            if listeners is not None:
-                await listeners.sync(tenancy.directory)
-            return deleted
+            return await admin.require_tenancy().delete(tenant_id)
 
     # -- API keys ----------------------------------------------------------------------------------
 

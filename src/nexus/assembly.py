@@ -11,7 +11,7 @@ import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from nexus.backends.auth.signing import SigningKeys
 from nexus.backends.lease_gauge import MemoryLeaseGauge
@@ -71,6 +71,18 @@ class IdentityRuntime:
     api_keys_enabled: bool
 
 
+class TenantPorts(Protocol):
+    """The per-tenant MCP listeners of a serving app (`nexus.listener.TenantListeners`)."""
+
+    def reserving(self, tenant_id: str, port: int | None) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold `port` while the tenant is created; `ConfigurationError` when it is taken."""
+        ...
+
+    async def sync(self, directory: TenantDirectory) -> None:
+        """Listen on exactly the ports of the tenants in the directory."""
+        ...
+
+
 @dataclass(eq=False)
 class TenancyRuntime:
     """The tenant side of a running app: the registry as a routing directory, quotas, the gate."""
@@ -86,6 +98,9 @@ class TenancyRuntime:
     """Where tenants' own data lives (PostgreSQL); None on SQLite state (moderate or basic)."""
     storage: dict[tuple[str, int], StorageGate] = field(default_factory=dict)
     """One storage gate per tenant and limit, for the life of the app (it caches measurements)."""
+    ports: TenantPorts | None = None
+    """While serving with MCP port-offset routing: the listeners, kept in step with every
+    create and delete made through this runtime (Python, REST or CLI alike)."""
 
     def context(self, tenant: Tenant) -> Mapping[str, Any]:
         """The runtime context of one run for `tenant` (`tenant_context`, `tenant_id`)."""
@@ -107,6 +122,24 @@ class TenancyRuntime:
         return gate
 
     async def create(
+        self, catalog: Catalog, tenant_id: str, name: str, config: Mapping[str, Any] | None
+    ) -> Tenant:
+        """Add a tenant; while serving with port-offset routing its `mcp_port` listens on return.
+
+        Raises:
+            ConfigurationError: a config key or value is wrong, a route is another tenant's, or
+                the `mcp_port` is this app's own port or taken on its host.
+        """
+        ports = self.ports
+        if ports is None:
+            return await self._create(catalog, tenant_id, name, config)
+        port = TenantConfig.from_mapping(config).mcp_port
+        async with ports.reserving(check_tenant_id(tenant_id), port):
+            tenant = await self._create(catalog, tenant_id, name, config)
+            await ports.sync(self.directory)
+        return tenant
+
+    async def _create(
         self, catalog: Catalog, tenant_id: str, name: str, config: Mapping[str, Any] | None
     ) -> Tenant:
         tenant = Tenant(check_tenant_id(tenant_id), name, TenantConfig.from_mapping(config), self.clock.now())
@@ -135,6 +168,8 @@ class TenancyRuntime:
         if tenant is None:
             return False
         deleted = await self.directory.delete(tenant.tenant_id)
+        if self.ports is not None:
+            await self.ports.sync(self.directory)  # its listener closes before the call returns
         if self.data is not None:
             from nexus.nodes.sql import dispose_engines
 

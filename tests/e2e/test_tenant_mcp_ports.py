@@ -268,3 +268,28 @@ async def test_a_server_in_its_own_thread_follows_tenants_and_frees_their_ports_
     assert dict(server.tenant_ports) == {}
     for port in (ports["b"], f_port):
         assert not is_listening(port)
+
+
+async def test_tenants_administered_over_rest_get_and_lose_their_listener_at_once(world: World) -> None:
+    """The admin API goes through the same runtime as the Python API: reserve, listen, close."""
+    headers = {"authorization": f"Bearer {world.keys['platform']}"}
+    async with httpx2.AsyncClient(base_url=world.server.api_url, headers=headers, timeout=10) as http:
+        port = free_port()
+        made = await http.post(
+            "/admin/tenants", json={"tenant_id": "d", "name": "D", "config": {"mcp_port": port}}
+        )
+        assert made.status_code == 201, made.text
+        assert world.server.tenant_ports["d"] == port
+        with socket.socket() as holder:
+            holder.bind(("127.0.0.1", 0))
+            holder.listen()
+            taken = holder.getsockname()[1]
+            refused = await http.post(
+                "/admin/tenants", json={"tenant_id": "e", "name": "E", "config": {"mcp_port": taken}}
+            )
+        assert refused.status_code == 422, refused.text
+        assert f"mcp_port {taken} of tenant 'e' is taken" in refused.json()["detail"]
+        gone = await http.delete("/admin/tenants/d")
+        assert gone.status_code == 200, gone.text
+        assert "d" not in world.server.tenant_ports
+        assert not is_listening(port)
