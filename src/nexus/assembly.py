@@ -98,6 +98,8 @@ class TenancyRuntime:
     """Where tenants' own data lives (PostgreSQL); None on SQLite state (moderate or basic)."""
     storage: dict[tuple[str, int], StorageGate] = field(default_factory=dict)
     """One storage gate per tenant and limit, for the life of the app (it caches measurements)."""
+    storage_refresh_s: float = 30.0
+    """How often a tenant's data is measured for its storage_mb quota."""
     ports: TenantPorts | None = None
     """While serving with MCP port-offset routing: the listeners, kept in step with every
     create and delete made through this runtime (Python, REST or CLI alike)."""
@@ -118,7 +120,9 @@ class TenancyRuntime:
         gate = self.storage.get(key)
         if gate is None:
             measure = functools.partial(data.size_bytes, tenant)
-            gate = self.storage[key] = StorageGate(tenant.tenant_id, limit, measure, self.clock)
+            gate = self.storage[key] = StorageGate(
+                tenant.tenant_id, limit, measure, self.clock, refresh_s=self.storage_refresh_s
+            )
         return gate
 
     async def create(
@@ -544,7 +548,16 @@ def _open_tenancy(
     gate = TenantGate(directory, quotas, manager.policy, contexts)
     # Port 0 asks the OS for one: when serving, `options` holds the ports actually bound.
     own_ports = frozenset(port for port in (options.api_port, options.mcp_port) if port)
-    runtime = TenancyRuntime(manager, directory, gate, leases, clock, own_ports, data)
+    runtime = TenancyRuntime(
+        manager,
+        directory,
+        gate,
+        leases,
+        clock,
+        own_ports,
+        data,
+        storage_refresh_s=float(tenancy.storage_refresh_seconds),
+    )
     return runtime
 
 

@@ -219,6 +219,8 @@ class TenancySettings(Section):
     """Addresses or networks (CIDR) whose X-Forwarded-Host names the host; nobody else's counts."""
     refresh_seconds: float = 5.0
     """How soon tenants created, suspended or deleted on another node take effect on this one."""
+    storage_refresh_seconds: float = 30.0
+    """How often a tenant's data is measured for its `storage_mb` quota (at most; on writes)."""
 
     def validate(self) -> None:
         routing = self.routing
@@ -227,6 +229,9 @@ class TenancySettings(Section):
         ok = isinstance(proxies, list | tuple) and all(isinstance(p, str) for p in proxies)
         self._require(ok, "trusted_proxies", "a list of addresses or networks")
         self._require(_positive_number(self.refresh_seconds), "refresh_seconds", "a positive number")
+        self._require(
+            _positive_number(self.storage_refresh_seconds), "storage_refresh_seconds", "a positive number"
+        )
         domain = self.base_domain
         self._require(domain is None or isinstance(domain, str), "base_domain", "a DNS name or None")
 

@@ -59,7 +59,10 @@ def test_sections_come_in_a_fixed_order_named_as_the_app_exposes_them() -> None:
         ("monitoring", "metrics_path, audit_max_batch"),
         ("api", "max_body_bytes, docs_enabled, node_timeout_seconds"),
         ("mcp", "path, server_name"),
-        ("tenancy", "manager, routing, base_domain, trusted_proxies, refresh_seconds"),
+        (
+            "tenancy",
+            "manager, routing, base_domain, trusted_proxies, refresh_seconds, storage_refresh_seconds",
+        ),
     ],
 )
 def test_unknown_setting_raises_attribute_error_naming_the_valid_ones(section: str, valid: str) -> None:
