@@ -1,14 +1,18 @@
 """Tenant routing cost at 10, 100 and 1,000 tenants: `python -m bench.tenancy`.
 
 Times `TenantRouter` resolving the API host, the CLI prefix, the MCP port and the MCP path, each
-for a random tenant (and a share of unknown routes), and prints p50 per lookup for each size and
-the ratio of the largest to the smallest. Routing must stay flat: every lookup is one dict read.
-Each lookup's answer is checked before timing, so a broken router cannot look fast.
+for a random tenant (and a share of unknown routes), and the pipeline's whole tenant stage
+(`TenantGate`: the route resolved through the directory, then the caller's membership checked),
+and prints p50 per lookup for each size and the ratio of the largest to the smallest. Routing must
+stay flat: every lookup is one dict read. Each lookup's answer is checked before timing, so a
+broken router cannot look fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import random
 import statistics
@@ -19,8 +23,17 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-from nexus.core.tenancy.model import Tenant, TenantConfig
+from nexus.backends.counters import MemoryCounterStore
+from nexus.backends.lease_gauge import MemoryLeaseGauge
+from nexus.backends.memory import MemoryTenantStore
+from nexus.core.telemetry import SystemClock
+from nexus.core.tenancy.directory import TenantDirectory
+from nexus.core.tenancy.gate import TenantGate, TenantRefusedError
+from nexus.core.tenancy.model import BUILTIN_PROFILES, Tenant, TenantConfig
+from nexus.core.tenancy.policy import CrossTenantPolicy
+from nexus.core.tenancy.quota import QuotaBook, TenantQuotas
 from nexus.core.tenancy.routing import RoutingRules, TenantIndex, TenantRouter
+from nexus.core.types import Principal, RouteKind, TenantRoute
 
 SIZES = (10, 100, 1_000)
 LOOKUPS = 50_000
@@ -89,6 +102,55 @@ def p50_ns(calls: Sequence[Callable[[], object]]) -> float:
     return statistics.median(durations)
 
 
+async def gate_for(rules: RoutingRules, population: Sequence[Tenant]) -> TenantGate:
+    store = MemoryTenantStore()
+    for tenant in population:
+        await store.add(tenant)
+    clock = SystemClock()
+    directory = TenantDirectory(store, rules, clock, refresh_s=3600, max_stale_s=3600)  # none while timing
+    await directory.reload()
+    quotas = TenantQuotas(
+        QuotaBook(BUILTIN_PROFILES["standard"]), MemoryCounterStore(), MemoryLeaseGauge(clock)
+    )
+    return TenantGate(directory, quotas, CrossTenantPolicy(), lambda tenant: {})
+
+
+async def gate_p50_ns(rules: RoutingRules, population: Sequence[Tenant], seed: int) -> float:
+    """The pipeline's tenant stage per call: resolve the route (a mix of every kind, 10% naming no
+    tenant), then admit a member of the tenant it names."""
+    gate = await gate_for(rules, population)
+    rng = random.Random(seed)
+    calls: list[tuple[TenantRoute, Principal]] = []
+    for index in range(LOOKUPS):
+        tenant = rng.choice(population) if rng.random() < 0.9 else None
+        tid = tenant.tenant_id if tenant else "nobody"
+        route = (
+            TenantRoute(RouteKind.HOST, f"{tid}.{BASE}"),
+            TenantRoute(RouteKind.PREFIX, f"c{tid[1:]}"),
+            TenantRoute(RouteKind.PORT, str(10_000 + int(tid[1:])) if tenant else "9"),
+            TenantRoute(RouteKind.PATH, tid),
+        )[index % 4]
+        calls.append((route, Principal(id=f"key:{index}", kind="api_key", tenants=frozenset({tid}))))
+    first = population[0]
+    admitted = await gate.resolve(TenantRoute(RouteKind.HOST, f"{first.tenant_id}.{BASE}"), "")
+    if admitted is None or admitted.tenant_id != first.tenant_id:
+        raise WrongRouteError(f"the gate found {admitted} for {first.tenant_id}")
+    try:
+        gate.check_member(admitted, Principal(id="key:x", kind="api_key", tenants=frozenset({"other"})))
+    except TenantRefusedError:
+        pass
+    else:
+        raise WrongRouteError("the gate admitted a stranger")
+    clock = time.perf_counter_ns
+    durations = []
+    for route, principal in calls:
+        start = clock()
+        with contextlib.suppress(TenantRefusedError):  # the 10% naming no tenant: refused
+            gate.check_member(await gate.resolve(route, "192.0.2.1"), principal)
+        durations.append(clock() - start)
+    return statistics.median(durations[1000:])  # the first thousand warm up
+
+
 def measure(sizes: Sequence[int] = SIZES, seed: int = 7) -> dict[str, dict[str, float]]:
     """p50 nanoseconds per lookup, by route kind and tenant count."""
     rules = RoutingRules.from_mapping({}, base_domain=BASE)
@@ -100,6 +162,8 @@ def measure(sizes: Sequence[int] = SIZES, seed: int = 7) -> dict[str, dict[str, 
         for kind, calls in lookups(router, population, random.Random(seed)).items():
             p50_ns(calls[:1000])  # warm up
             table.setdefault(kind, {})[str(size)] = p50_ns(calls)
+        gate_row = table.setdefault("gate (route + member)", {})
+        gate_row[str(size)] = asyncio.run(gate_p50_ns(rules, population, seed))
     return table
 
 

@@ -10,7 +10,7 @@ from nexus.core.tenancy.routing import RoutingRules, TenantIndex, TenantRouter
 
 def test_a_small_run_measures_every_route_at_every_size() -> None:
     table = tenancy.measure(sizes=(3, 30))
-    assert set(table) == {"api host", "cli prefix", "mcp port", "mcp path"}
+    assert set(table) == {"api host", "cli prefix", "mcp port", "mcp path", "gate (route + member)"}
     assert all(set(by_size) == {"3", "30"} and min(by_size.values()) > 0 for by_size in table.values())
 
 
