@@ -26,6 +26,7 @@ from nexus.testing.clients import ChannelClient, TenantAddress
 from nexus.workflow.builder import WorkflowBuilder
 
 BASE = "api.test"
+PASSWORD = "a long enough password"
 TENANTS = {"acme": "Acme Corp", "globex": "Globex Inc"}
 
 
@@ -49,6 +50,8 @@ class World:
 
 def build(state_url: str) -> Nexus:
     app = Nexus(api_port=0, mcp_port=0, state_url=state_url, enable_auth=True)
+    app.auth.password_time_cost = 1
+    app.auth.password_memory_kib = 1024
     app.tenancy.manager = TenantManager(isolation_level="moderate")
     app.tenancy.base_domain = BASE
     app.tenancy.routing = {"api": "subdomain", "cli": "prefix", "mcp": "path"}
@@ -81,6 +84,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         tenant: (await app.create_api_key(f"{tenant}-key", tenants=[tenant])).plaintext for tenant in TENANTS
     }
     keys["platform"] = (await app.create_api_key("ops-key")).plaintext
+    await app.create_user("dual", PASSWORD, tenants=list(TENANTS))
     server = await asyncio.to_thread(app.start_in_thread)
     try:
         yield World(server, keys)
@@ -244,3 +248,40 @@ async def test_a_deleted_tenant_is_gone_from_every_route(world: World, channel: 
     await world.app.delete_tenant("globex")
     reply = await world.client(channel, "globex", "globex").execute("whoami", {})
     assert reply.outcome is Outcome.NOT_FOUND, reply
+
+
+async def session_token(world: World, channel: Channel, tenant: str) -> str:
+    """A login on `tenant`'s route for `channel`: its access token, as that channel's client gets it."""
+    if channel is Channel.CLI:
+        path, headers = "/cli/v1/auth/login", {"x-nexus-tenant": f"{tenant}-cli"}
+    else:
+        path, headers = "/auth/login", {"host": f"{tenant}.{BASE}"}
+    body = {"username": "dual", "password": PASSWORD, "channel": channel.value}
+    if channel is Channel.CLI:
+        del body["channel"]
+    async with httpx2.AsyncClient(base_url=world.server.api_url, timeout=30) as http:
+        answer = await http.post(path, json=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["access_token"])
+
+
+async def test_a_session_made_in_one_tenant_is_refused_in_another_it_may_also_enter(
+    world: World, channel: Channel
+) -> None:
+    """session_isolation: the user belongs to both tenants, but a login made on acme's route
+    yields tokens for acme only; on globex's route they are refused as not found, and audited."""
+    token = await session_token(world, channel, "acme")
+    where = world.address("acme")
+    here = await client_for(channel, world.server.api_url, world.server.mcp_url, token, tenant=where).execute(
+        "whoami", {}
+    )
+    assert here.ok, here
+    assert tenant_of(here.body) == "acme"
+    other = world.address("globex")
+    elsewhere = await client_for(
+        channel, world.server.api_url, world.server.mcp_url, token, tenant=other
+    ).execute("whoami", {})
+    assert elsewhere.outcome is Outcome.NOT_FOUND, elsewhere
+    assert elsewhere.code == "tenant_not_found"
+    records = await world.app.audit_log(tenant_id="globex", limit=20)
+    assert any("session isolation" in r.reason for r in records if r.outcome is Outcome.NOT_FOUND)
