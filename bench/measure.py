@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench import check, startup
 from bench.load import WrkOutputError, lua_script, run_wrk
-from bench.nexus_server import BENCH_PASSWORD, BENCH_USER
+from bench.nexus_server import BENCH_PASSWORD, BENCH_USER, TENANT, TENANT_HOST
 from bench.process import HarnessError, Server, free_port, running
 from bench.report import Measurement
 
@@ -116,31 +116,51 @@ def measure_nexus(run: Run, *, full: bool) -> dict[str, Measurement]:
     with running("bench.nexus_server", args, [api, mcp], run.workdir / f"nexus_{kind}.log") as server:
         headers = {"Content-Type": "application/json"}
         if full:
+            # Every full-row request names the tenant by its subdomain, as wrk sends it too.
+            headers["Host"] = TENANT_HOST
             headers["Authorization"] = f"Bearer {(state / 'api_key').read_text().strip()}"
+            ops = {"Authorization": f"Bearer {(state / 'ops_key').read_text().strip()}"}
+            _check_tenancy_on(api, headers, ops)
             _check_authorization_on(api, headers)
         rows = {f"rss_{kind}": attempt(lambda: _idle_rss(server, api, headers))}
         rows[f"nexus_{kind}"] = attempt(lambda: _rest(run, f"nexus_{kind}", api, headers))
         if full:
-            session = {**headers, "Authorization": f"Bearer {_login(api)}"}
+            session = {**headers, "Authorization": f"Bearer {_login(api, TENANT_HOST)}"}
             rows["nexus_session"] = attempt(lambda: _rest(run, "nexus_session", api, session))
         else:
             rows["nexus_mcp"] = attempt(lambda: _mcp(run, "nexus_mcp", mcp))
         return rows
 
 
+def _check_tenancy_on(port: int, headers: Mapping[str, str], ops: Mapping[str, str]) -> None:
+    """The full rows time tenancy: off the tenant's host the key must reach nothing, and one call
+    on it must count against the tenant's quotas (read from /metrics with the platform's key)."""
+    off_route = {k: v for k, v in headers.items() if k.lower() != "host"}
+    check.check_tenant_refused(*check.post(port, check.REST_PATH, check.REST_BODY, off_route))
+    before = _tenant_usage(port, ops)
+    check.check_rest(*check.post(port, check.REST_PATH, check.REST_BODY, headers))
+    check.check_quota_counted(before, _tenant_usage(port, ops))
+
+
+def _tenant_usage(port: int, ops: Mapping[str, str]) -> dict[str, float]:
+    status, text = check.get(port, check.METRICS_PATH, ops)
+    if status != 200:
+        raise check.WrongAnswerError(f"metrics: HTTP {status}: {text[:200]}")
+    return check.tenant_usage(text, TENANT)
+
+
 def _check_authorization_on(port: int, headers: Mapping[str, str]) -> None:
     """The full rows time RBAC+ABAC: a workflow no role of the key may run must be refused."""
-    status, text = check.post(port, "/workflows/sealed/execute", check.REST_BODY, headers)
-    if status not in (403, 404):
-        raise check.WrongAnswerError(
-            f"authorization is not deciding: sealed answered HTTP {status}: {text[:200]}"
-        )
+    check.check_authorization_refused(
+        *check.post(port, "/workflows/sealed/execute", check.REST_BODY, headers)
+    )
 
 
-def _login(port: int) -> str:
-    """Log in as the bench user; the API channel token of the new session."""
+def _login(port: int, host: str) -> str:
+    """Log in as the bench user on `host`'s route; the API channel token of the new session (a
+    session made on a tenant's route is that tenant's, and serves there only)."""
     body = json.dumps({"username": BENCH_USER, "password": BENCH_PASSWORD})
-    status, text = check.post(port, "/auth/login", body, {"Content-Type": "application/json"})
+    status, text = check.post(port, "/auth/login", body, {"Content-Type": "application/json", "Host": host})
     if status != 200:
         raise check.WrongAnswerError(f"login: HTTP {status}: {text[:200]}")
     token: str = json.loads(text)["access_token"]

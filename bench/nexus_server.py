@@ -2,9 +2,12 @@
 
 Run as `python -m bench.nexus_server --api-port P --mcp-port Q --state-dir D [--full]`. With
 `--full`, auth, RBAC (50 roles), ABAC (policies that apply to `add` and hold), a never-reached rate
-limit and monitoring are on, and the API key is written to D/api_key before the ports open (the
-harness waits for the ports, then reads it); the user `bench` exists too, for the harness to log in
-as (the session-token row). Key and user hold the role `bench`, allowed through the workflow's tag.
+limit, monitoring and tenancy are on, and the API key is written to D/api_key before the ports open
+(the harness waits for the ports, then reads it); the user `bench` exists too, for the harness to log
+in as (the session-token row). Key and user hold the role `bench`, allowed through the workflow's
+tag, and are members of the one tenant, "bench": `add` is served on its route only (REST: the Host
+`bench.api.bench`), counted against quotas that are never reached. A platform key in D/ops_key may
+read /metrics, where the harness checks that the quotas count.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 from nexus import Nexus
 from nexus.enterprise.auth import ABACPolicyEngine, RBACManager
+from nexus.enterprise.tenancy import TenantManager
 from nexus.workflow import WorkflowBuilder
 
 # A rate limit per minute far above what one process can serve, so the limiter runs but never denies.
@@ -23,22 +27,33 @@ UNREACHED_RATE_LIMIT = 10_000_000
 BENCH_USER = "bench"
 BENCH_PASSWORD = "bench-password-not-secret"  # noqa: S105  # a throwaway bench account
 BENCH_ROLE = "bench"
+# The platform key's role: reading /metrics (the tenant's quota use), nothing else.
+OPS_ROLE = "bench-ops"
 # The workflow's tags and metadata: the bench role is granted through a tag, policies read the level.
 TAGS = ("arithmetic", "bench-suite")
 METADATA = {"classification_level": 1, "department": "research"}
-UNRELATED_ROLES = 48
+UNRELATED_ROLES = 47
+# The one tenant: REST calls reach it by the subdomain `bench` under the base domain.
+TENANT = "bench"
+BASE_DOMAIN = "api.bench"
+TENANT_HOST = f"{TENANT}.{BASE_DOMAIN}"
+# Counted on every call and never reached: an hour of requests far above what one process serves,
+# and more workflows at once than the harness's connections can run.
+TENANT_QUOTAS = {"api_requests_per_hour": 100_000_000, "concurrent_workflows": 10_000}
 
 
 SEALED = "sealed"
 
 
 def build_rbac() -> RBACManager:
-    """50 roles: the bench role (inheriting a base role) and 48 with permissions that never match."""
+    """50 roles: the bench role (inheriting a base role), the metrics reader, and 47 with
+    permissions that never match."""
     rbac = RBACManager()
     rbac.create_role("bench-base", ["api:read:workflows", "api:read:health"])
     rbac.create_role(
         BENCH_ROLE, ["cli:execute:arithmetic", "api:execute:arithmetic"], inherits=["bench-base"]
     )
+    rbac.create_role(OPS_ROLE, ["api:read:metrics"])
     domains = ("finance", "sales", "hr", "ops", "legal", "support")
     for i in range(UNRELATED_ROLES):
         domain = domains[i % len(domains)]
@@ -94,25 +109,43 @@ def build_app(api_port: int, mcp_port: int, state_dir: Path, *, full: bool) -> N
             rate_limit=UNREACHED_RATE_LIMIT,
             enable_monitoring=True,
         )
+        app.tenancy.manager = TenantManager(isolation_level="moderate", resource_quotas=TENANT_QUOTAS)
+        app.tenancy.base_domain = BASE_DOMAIN
     else:
         app = Nexus(api_port=api_port, mcp_port=mcp_port, state_url=state_url)
     builder = WorkflowBuilder()
     builder.add_node("PythonCodeNode", "add", {"code": "result = a + b"})
     builder.add_input("a", int)
     builder.add_input("b", int)
-    app.register("add", builder.build(), description="Add two integers.", tags=TAGS, metadata=METADATA)
+    app.register(
+        "add",
+        builder.build(),
+        description="Add two integers.",
+        tags=TAGS,
+        metadata=METADATA,
+        tenant_scoped=full,
+    )
     if full:
         # No role of the bench key may run "sealed": the harness checks it is refused before timing,
         # so the full rows cannot pass with authorization silently off.
-        app.register(SEALED, builder.build(), description="Not for the bench key.")
+        app.register(SEALED, builder.build(), description="Not for the bench key.", tenant_scoped=True)
         app.set_rbac_manager(build_rbac())
         app.set_abac_engine(build_abac())
         # Long enough that no token expires during a run; the harness logs in once.
         app.auth.access_token_duration = 3600
-        issued = asyncio.run(app.create_api_key("bench", roles=[BENCH_ROLE]))
-        asyncio.run(app.create_user(BENCH_USER, BENCH_PASSWORD, roles=[BENCH_ROLE]))
-        (state_dir / "api_key").write_text(issued.plaintext)
+        asyncio.run(_populate(app, state_dir))
     return app
+
+
+async def _populate(app: Nexus, state_dir: Path) -> None:
+    """The tenant, the key and user who are its members, and the platform's metrics key; the keys'
+    plaintexts go to state_dir/api_key and state_dir/ops_key."""
+    await app.create_tenant(TENANT, "Bench", {"api_subdomain": TENANT})
+    issued = await app.create_api_key("bench", roles=[BENCH_ROLE], tenants=[TENANT])
+    await app.create_user(BENCH_USER, BENCH_PASSWORD, roles=[BENCH_ROLE], tenants=[TENANT])
+    ops = await app.create_api_key("bench-ops", roles=[OPS_ROLE])
+    (state_dir / "api_key").write_text(issued.plaintext)
+    (state_dir / "ops_key").write_text(ops.plaintext)
 
 
 def main() -> None:
@@ -123,7 +156,7 @@ def main() -> None:
     parser.add_argument(
         "--full",
         action="store_true",
-        help="auth + RBAC + ABAC + rate limit + monitoring (audit is always on)",
+        help="auth + RBAC + ABAC + rate limit + monitoring + tenancy (audit is always on)",
     )
     args = parser.parse_args()
     app = build_app(args.api_port, args.mcp_port, args.state_dir, full=args.full)

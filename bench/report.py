@@ -15,10 +15,14 @@ SECONDS = "s"
 MIB = "MiB"
 
 FULL_PIPELINE_NOTE = (
-    "full pipeline = auth (an API key, or a login session's channel token: EdDSA JWT + session check) "
-    "+ RBAC (50 roles; the caller's role allows `add` through a tag) + ABAC (5 policies, 3 apply to "
-    "`add` and are evaluated per call) + rate limit (never reached) + audit + metrics; "
-    "tenant quota does not exist in Nexus yet, so it is not in these rows"
+    "full pipeline = auth (an API key, or a channel token of a session logged in on the tenant's route: "
+    "EdDSA JWT + session check) + tenancy (moderate isolation; the tenant routed by the Host's "
+    "subdomain, bench.api.bench, and the caller's membership checked; the rate limit keyed per tenant; "
+    "the requests-per-hour quota counted and a concurrent-workflow lease taken and released per run, "
+    "both quotas set never to be reached; checked before timing: without the tenant's Host the key gets "
+    "404 tenant_not_found, and one call counts once against the quotas) + RBAC (50 roles; the caller's "
+    "role allows `add` through a tag) + ABAC (5 policies, 3 apply to `add` and are evaluated per call) "
+    "+ rate limit (never reached) + audit + metrics"
 )
 
 
