@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from nexus.channels import codec
 from nexus.channels.asgi import HotRoute, HttpAnswer, HttpCall, ok, problem
-from nexus.core.auth.service import Grant, IdentityService, LoginRefusedError
+from nexus.core.auth.service import SSO_UNKNOWN, Grant, IdentityService, LoginRefusedError
 from nexus.core.pipeline import Pipeline
 from nexus.core.types import Action, Channel, Invocation
 from nexus.errors import AuthenticationError, InvalidInputError, NexusError
@@ -68,6 +68,9 @@ class AuthRoutes:
             HotRoute("GET", f"{p}/whoami", self.whoami),
             HotRoute("POST", f"{p}/sso/exchange", self.sso_exchange),
         ]
+        if self._channel is Channel.CLI:
+            # The CLI names its tenant by a header no browser sends: it starts the sign-on itself.
+            routes.append(HotRoute("POST", f"{p}/sso/{{protocol}}/start", self.sso_begin))
         if self._channel is Channel.API:
             routes += [
                 HotRoute("GET", f"{p}/sso/{{protocol}}/start", self.sso_start),
@@ -325,6 +328,46 @@ class AuthRoutes:
             raise InvalidInputError(_RETURN_TO_RULE)
         return given
 
+    def _sso_return(self, given: object, challenge: object) -> str:
+        """Where a sign-on comes back to and the PKCE challenge its code is bound to, packed for
+        the pending state ("" when it answers at the callback itself)."""
+        if given is not None and not isinstance(given, str):
+            raise InvalidInputError(_RETURN_TO_RULE)
+        return_to = self._return_to(given)
+        if not isinstance(challenge, str) or (challenge and not _CODE_CHALLENGE.fullmatch(challenge)):
+            raise InvalidInputError(
+                "code_challenge must be base64url(SHA-256(code_verifier)), 43 characters."
+            )
+        if return_to and not return_to.startswith("/") and not challenge:
+            # The one-time code travels through the browser to a listener on this machine; only
+            # the program that started the sign-on, holding the verifier, may exchange it.
+            raise InvalidInputError("A loopback return_to needs a code_challenge (S256).")
+        return json.dumps({"to": return_to, "cc": challenge}) if return_to else ""
+
+    async def sso_begin(self, call: HttpCall) -> HttpAnswer:
+        """The CLI's start of a sign-on, on its own route (its tenant by prefix): the identity
+        provider address for the browser, which comes back to the CLI's loopback listener."""
+        protocol = call.params["protocol"]
+
+        async def step(subject: Any, body: dict[str, Any]) -> Any:
+            return_to = body.get("return_to")
+            if not isinstance(return_to, str) or return_to.startswith("/"):
+                raise InvalidInputError("return_to must be the loopback address of the CLI's listener.")
+            packed = self._sso_return(return_to, body.get("code_challenge", ""))
+            subject.reason = f"single sign-on started ({protocol[:16]})"
+            url = await self._identity.begin_sso(protocol, self._channel, packed, tenant_id=subject.tenant_id)
+            return {"url": url}
+
+        return await self._step(call, Action.LOGIN, step, frozenset({"return_to", "code_challenge"}))
+
+    async def _admit_tenant(self, tenant_id: str) -> None:
+        """The tenant a sign-on began in still takes logins: it exists and is not suspended."""
+        gate = self._pipeline.tenancy
+        tenant = None if gate is None else (await gate.directory.current()).index.by_id.get(tenant_id)
+        if gate is None or tenant is None:
+            raise LoginRefusedError(SSO_UNKNOWN, audit_reason="single sign-on begun in a tenant that is gone")
+        gate.check_active(tenant)
+
     async def sso_start(self, call: HttpCall) -> HttpAnswer:
         query = dict(parse_qsl(call.query))
         invocation = self._invocation(call, Action.LOGIN)
@@ -334,19 +377,11 @@ class AuthRoutes:
                 channel = Channel(query.get("channel", "api"))
             except ValueError:
                 raise InvalidInputError("channel must be api, cli or mcp.") from None
-            return_to = self._return_to(query.get("return_to"))
-            challenge = query.get("code_challenge", "")
-            if challenge and not _CODE_CHALLENGE.fullmatch(challenge):
-                raise InvalidInputError(
-                    "code_challenge must be base64url(SHA-256(code_verifier)), 43 characters."
-                )
-            if return_to and not return_to.startswith("/") and not challenge:
-                # The one-time code travels through the browser to a listener on this machine; only
-                # the program that started the sign-on, holding the verifier, may exchange it.
-                raise InvalidInputError("A loopback return_to needs a code_challenge (S256).")
+            packed = self._sso_return(query.get("return_to"), query.get("code_challenge", ""))
             subject.reason = f"single sign-on started ({call.params['protocol'][:16]})"
-            packed = json.dumps({"to": return_to, "cc": challenge}) if return_to else ""
-            return await self._identity.begin_sso(call.params["protocol"], channel, packed)
+            return await self._identity.begin_sso(
+                call.params["protocol"], channel, packed, tenant_id=subject.tenant_id
+            )
 
         try:
             url = await self._pipeline.account(invocation, run)
@@ -366,10 +401,10 @@ class AuthRoutes:
         async def run(subject: Any) -> str:
             try:
                 grant, return_to = await self._identity.complete_sso(
-                    protocol, params, call.client_addr, tenant_id=subject.tenant_id
+                    protocol, params, call.client_addr, tenant_id=subject.tenant_id, admit=self._admit_tenant
                 )
             except LoginRefusedError:
-                raise  # the pipeline audits its real reason; the caller sees a wrong password
+                raise  # the pipeline audits its real reason; the caller sees a plain refusal
             except NexusError as due:
                 return_to = str(due.detail.get("return_to", ""))
                 if not return_to or due.code not in ("mfa_required", "mfa_enrollment_required"):
@@ -378,6 +413,7 @@ class AuthRoutes:
                 subject.reason = f"single sign-on passed ({protocol[:16]}); second factor due"
                 return return_to
             subject.principal_id = grant.session.user_id
+            subject.tenant_id = grant.session.tenant_id  # the tenant it began in: audited there
             subject.reason = f"logged in by {protocol[:16]}"
             outcome["grant"] = self._grant_document(grant)
             return return_to

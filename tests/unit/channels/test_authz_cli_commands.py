@@ -24,6 +24,7 @@ runner = CliRunner()
 ROLES = {
     "operator": ["cli:read:health", "cli:explain:authz"],
     "analyst": ["api:read:add"],
+    "tenant_admin": ["cli:create:tenants"],
 }
 
 
@@ -155,6 +156,18 @@ def test_explain_of_a_surface_names_it_as_the_target(server: Server) -> None:
     assert "Outcome: ALLOW\n" in result.stdout
     assert "Target: the health surface\n" in result.stdout
     assert "Policies: none apply\n" in result.stdout
+
+
+def test_explain_of_the_tenants_surface_names_its_permission(server: Server) -> None:
+    query = ("authz", "explain", "--surface", "tenants", "--channel", "cli", "--action", "create")
+    admin = nexus(server, *query, "--role", "tenant_admin")
+    operator = nexus(server, *query, "--role", "operator")
+    assert admin.exit_code == 0, admin.stderr
+    assert "Outcome: ALLOW\n" in admin.stdout
+    assert "Target: the tenants surface\n" in admin.stdout
+    assert "Permission: role 'tenant_admin' grants 'cli:create:tenants'\n" in admin.stdout
+    assert operator.exit_code == 0, operator.stderr
+    assert "Outcome: INVISIBLE\n" in operator.stdout
 
 
 def test_explain_without_explain_permission_exits_77(server: Server) -> None:

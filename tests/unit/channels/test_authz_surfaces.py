@@ -40,6 +40,7 @@ ROLES = {
     "auditor": ["api:explain:authz", "cli:explain:authz"],
     "stranger": ["api:read:add", "api:execute:add"],
     "scraper": ["api:read:metrics"],
+    "tenant_ops": ["api:suspend:tenants"],
 }
 # Where each HTTP-borne channel serves the two surfaces.
 HEALTH = {Channel.API: "/health/detail", Channel.CLI: "/cli/v1/health"}
@@ -328,6 +329,22 @@ async def test_explain_returns_the_outcome_and_reason_for_another_principal(
     assert [r.reason.split("; ", 1)[1] for r in records] == [
         f"explained API key {reader!r}: api:execute on workflow 'add' -> invisible",
         f"explained API key {reader!r}: mcp:read on workflow 'add' -> allow",
+    ]
+
+
+@pytest.mark.parametrize("channel", HTTP_CHANNELS)
+async def test_explain_answers_for_the_tenants_surface(s: Served, channel: Channel) -> None:
+    query = {"roles": ["tenant_ops"], "channel": "api", "surface": "tenants"}
+    suspend = await explain(s, channel, "auditor", {**query, "action": "suspend"})
+    delete = await explain(s, channel, "auditor", {**query, "action": "delete"})
+    assert suspend.status_code == 200, suspend.text
+    yes, no = suspend.json(), delete.json()
+    assert (yes["outcome"], yes["target"]) == ("allow", "the tenants surface")
+    assert yes["permission"] == "role 'tenant_ops' grants 'api:suspend:tenants'"
+    assert (no["outcome"], no["permission"]) == ("deny", None)
+    records = await s.records("_authz", request_id(suspend))
+    assert [r.reason.split("; ", 1)[1] for r in records] == [
+        "explained roles ['tenant_ops']: api:suspend on the tenants surface -> allow"
     ]
 
 

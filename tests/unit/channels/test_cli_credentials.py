@@ -369,25 +369,37 @@ def s256(verifier: str) -> str:
 
 
 class SsoServer:
-    """Plays the server's exchange: keeps the challenge of the start URL, and trades the code for a
-    grant only against the verifier it was made from."""
+    """Plays the server: starts each sign-on (keeping its challenge and return address, and the
+    tenant prefix each call came by), and trades the code for a grant only against the verifier
+    it was made from."""
 
-    def __init__(self) -> None:
+    def __init__(self, start_answer: dict[str, Any] | None = None) -> None:
         self.challenges: list[str] = []
         self.verifiers: list[str] = []
+        self.returns: dict[str, str] = {}
+        self.prefixes: list[str | None] = []
+        self._start_answer = start_answer
 
     def browse(self, url: str) -> bool:
-        """The browser: after the sign-on, the server sends it back to `return_to` with a code."""
-        query = dict(parse_qsl(urlsplit(url).query))
-        assert query["channel"] == "cli"
-        self.challenges.append(query["code_challenge"])
-        landed = httpx2.get(f"{query['return_to']}&code=code-{len(self.challenges)}", timeout=5)
+        """The browser at the provider: after the sign-on, it lands on `return_to` with a code."""
+        state = dict(parse_qsl(urlsplit(url).query))["state"]
+        landed = httpx2.get(f"{self.returns[state]}&code=code-{state}", timeout=5)
         assert landed.status_code == 200
         return True
 
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
-        assert request.url.path == "/cli/v1/auth/sso/exchange"
         body = json.loads(request.content)
+        self.prefixes.append(request.headers.get("x-nexus-tenant"))
+        if request.url.path == "/cli/v1/auth/sso/oidc/start":
+            assert set(body) == {"return_to", "code_challenge"}
+            self.challenges.append(body["code_challenge"])
+            state = str(len(self.challenges))
+            self.returns[state] = body["return_to"]
+            answer = self._start_answer
+            if answer is None:
+                answer = {"url": f"https://idp.example/authorize?state={state}"}
+            return httpx2.Response(200, json=answer)
+        assert request.url.path == "/cli/v1/auth/sso/exchange"
         assert set(body) == {"code", "code_verifier"}
         self.verifiers.append(body["code_verifier"])
         if s256(body["code_verifier"]) != self.challenges[-1]:
@@ -409,3 +421,31 @@ def test_sso_login_exchanges_the_code_with_the_verifier_of_the_challenge_it_sent
     assert all(len(c) == 43 and "=" not in c for c in server.challenges)
     assert all(len(v) >= 43 for v in server.verifiers)
     assert server.verifiers[0] != server.verifiers[1]  # a fresh verifier for every sign-on
+    assert all(to.startswith("http://127.0.0.1:") for to in server.returns.values())
+
+
+def test_sso_login_with_a_tenant_starts_and_exchanges_on_that_tenants_prefix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = SsoServer()
+    monkeypatch.setattr("webbrowser.open", server.browse)
+    answers, factor = Answers(interactive=False, password_stdin=False), SecondFactor()
+    with CliClient(URL, transport=httpx2.MockTransport(server), tenant="acme") as client:
+        sso_login(client, "oidc", open_browser=True, answers=answers, factor=factor, timeout_s=10)
+    assert server.prefixes == ["acme", "acme"]  # the start binds the tenant; the exchange follows it
+
+
+@pytest.mark.parametrize("answer", [{}, {"url": 3}, {"url": "file:///etc/passwd"}])
+def test_a_sign_on_start_without_a_web_address_fails_before_any_browser_opens(
+    monkeypatch: pytest.MonkeyPatch, answer: dict[str, Any]
+) -> None:
+    server = SsoServer(start_answer=answer)
+    opened: list[str] = []
+    monkeypatch.setattr("webbrowser.open", opened.append)
+    answers, factor = Answers(interactive=False, password_stdin=False), SecondFactor()
+    with (
+        CliClient(URL, transport=httpx2.MockTransport(server)) as client,
+        pytest.raises(Failure, match="provider's address"),
+    ):
+        sso_login(client, "oidc", open_browser=True, answers=answers, factor=factor, timeout_s=10)
+    assert opened == []

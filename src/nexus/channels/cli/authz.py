@@ -38,6 +38,7 @@ class SurfaceName(StrEnum):
     RESOURCES = "resources"
     HEALTH = "health"
     AUTHZ = "authz"
+    TENANTS = "tenants"
 
 
 def _no_constant(name: str) -> Any:

@@ -274,12 +274,16 @@ def sso_login(
     factor: SecondFactor,
     timeout_s: float = SSO_WAIT_S,
 ) -> dict[str, Any]:
-    """Sign on in the browser and exchange the code it brings back; the grant."""
+    """Sign on in the browser and exchange the code it brings back; the grant.
+
+    The sign-on starts on the client's route, so with `nexus --tenant` it is a login to that
+    tenant (the server keeps the tenant with the pending sign-on, wherever the provider calls back).
+    """
     # The code passes through the browser and a port any local program can race for; the server
     # exchanges it only against the verifier, which never leaves this process.
     verifier = secrets.token_urlsafe(48)
     with LoopbackReceiver(timeout_s=timeout_s) as receiver:
-        url = client.sso_start_url(protocol, receiver.redirect_uri, code_challenge(verifier))
+        url = client.begin_sso(protocol, receiver.redirect_uri, code_challenge(verifier))
         opened = False
         if open_browser:
             import webbrowser

@@ -40,7 +40,7 @@ _FIELDS = frozenset(
         "draft",
     }
 )
-_SURFACES = ("resources", "health", "authz")
+_SURFACES = ("resources", "health", "authz", "tenants")
 MAX_ROLES = 100
 MAX_DRAFT_ROLES = 10_000
 MAX_DRAFT_POLICIES = 1_000

@@ -333,6 +333,28 @@ async def test_explaining_a_local_user_gives_the_decision_their_own_calls_get(cl
     assert (await explainer.explain(query))["allowed"] is False
 
 
+async def test_the_tenants_surface_is_explained_by_its_own_permissions(clock: FakeClock) -> None:
+    book = RoleBook()
+    book.define("tenant_ops", ["api:suspend:tenants"])
+    explainer = explainer_for(PolicyAuthorizer(book, None, clock, UTC), clock)
+
+    def asking(action: str, role: str = "tenant_ops") -> ExplainQuery:
+        body = {"channel": "api", "action": action, "surface": "tenants", "roles": [role]}
+        return ExplainQuery.from_document(body)
+
+    suspend = await explainer.explain(asking("suspend"))
+    delete = await explainer.explain(asking("delete"))
+    stranger = await explainer.explain(asking("read", "nobody"))
+
+    assert (suspend["outcome"], suspend["target"]) == ("allow", "the tenants surface")
+    assert suspend["permission"] == "role 'tenant_ops' grants 'api:suspend:tenants'"
+    assert delete["outcome"] == "deny"  # visible (suspend implies read), not deletable
+    assert stranger["outcome"] == "invisible"
+    assert asking("suspend").summary(suspend) == (
+        "explained roles ['tenant_ops']: api:suspend on the tenants surface -> allow"
+    )
+
+
 # -- app wiring --------------------------------------------------------------------------------------
 
 
