@@ -47,6 +47,17 @@ class ConfigurationError(NexusError, ValueError):
     title = "Invalid configuration"
 
 
+class TenantConflictError(ConfigurationError):
+    """A tenant id, API subdomain, CLI prefix or MCP port that is already another tenant's (each
+    names exactly one tenant); a `ConfigurationError`, so callers that catch that keep working."""
+
+    code = "tenant_conflict"
+    title = "Tenant conflict"
+    http_status = 409
+    exit_code = 65  # EX_DATAERR: the data given clashes with what exists
+    mcp = "tool_error"
+
+
 class WorkflowDefinitionError(NexusError, ValueError):
     """A workflow graph or node configuration that cannot be built."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -58,7 +59,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     app = build_app(f"sqlite:///{root}/state.db", enable_auth=True)
     app.tenancy.manager = TenantManager(isolation_level="moderate")
     app.tenancy.base_domain = BASE_DOMAIN
-    app.tenancy.routing = {"api": "subdomain", "cli": "prefix", "mcp": "path"}
+    app.tenancy.routing = {"api": "subdomain", "cli": "prefix", "mcp": "port_offset"}
     app.auth.password_time_cost = 1
     app.auth.password_memory_kib = 1024
     rbac = RBACManager()
@@ -346,12 +347,13 @@ def test_bad_settings_and_taken_routes_are_refused_with_the_reason(admin: AdminC
     assert (unknown.status, unknown.code) == (invalid, "invalid_input")
     assert "Unknown tenant config key(s) ['colour']" in unknown.document["detail"]
 
+    conflict = 409 if admin.name == "api" else 65
     taken = admin.create(f"dup_{admin.name}", "Dup", {"cli_prefix": MEMBER_TENANT})
-    assert (taken.status, taken.code) == (invalid, "invalid_input")
+    assert (taken.status, taken.code) == (conflict, "tenant_conflict")
     assert f"The cli_prefix '{MEMBER_TENANT}' is already another tenant's." in taken.document["detail"]
 
     again = admin.create(MEMBER_TENANT, "Initech again", {})
-    assert (again.status, again.code) == (invalid, "invalid_input")
+    assert (again.status, again.code) == (conflict, "tenant_conflict")
     assert f"A tenant with id '{MEMBER_TENANT}' already exists." in again.document["detail"]
     assert not admin.show(f"bad_{admin.name}").ok
 
@@ -405,6 +407,9 @@ def test_a_tenant_members_key_is_refused_on_the_admin_routes(served: Served) -> 
 
 def test_create_takes_the_typed_options_and_refuses_unknown_body_fields(served: Served) -> None:
     cli = Cli(served)
+    with socket.socket() as probe:  # a port nothing else holds: the tenant's MCP listener opens on it
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     done = cli.run(
         "tenants",
         "create",
@@ -416,7 +421,7 @@ def test_create_takes_the_typed_options_and_refuses_unknown_body_fields(served: 
         "--cli-prefix",
         "typed",
         "--mcp-port",
-        "39123",
+        str(port),
         "--quota-profile",
         "enterprise_large",
         "--compliance-level",
@@ -427,7 +432,7 @@ def test_create_takes_the_typed_options_and_refuses_unknown_body_fields(served: 
     assert json.loads(done.stdout)["config"] == {
         "api_subdomain": "typed",
         "cli_prefix": "typed",
-        "mcp_port": 39123,
+        "mcp_port": port,
         "quota_profile": "enterprise_large",
         "compliance_level": "hipaa_sox",
     }

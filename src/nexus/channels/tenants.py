@@ -1,8 +1,10 @@
-"""Tenant administration over HTTP: `/admin/tenants` on the API, `/cli/v1/admin/tenants` for the CLI.
+"""Tenant administration over HTTP: `/admin/tenants` on the API, `/cli/v1/admin/tenants` for the CLI,
+and `/tenant/workflows/{name}/share` (`/cli/v1/...`) where a tenant's own administrator shares.
 
 Each call is a pipeline call on the `tenants` surface (`<channel>:<action>:tenants`), identified,
 authorized, rate limited and audited as `_tenants` with the tenant it acted on; only the platform's
-own route administers tenants. Never imports backends: the app hands in its tenancy runtime.
+own route administers tenants, and only a tenant's route shares that tenant's workflows (with
+workflow_sharing True). Never imports backends: the app hands in its tenancy runtime.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ from nexus.errors import (
     ForbiddenError,
     InvalidInputError,
     NexusError,
+    TenantConflictError,
     TenantNotFoundError,
+    WorkflowNotFoundError,
 )
 
 TENANTS_AUDIT = "_tenants"  # the audit's and the metrics' name for tenant administration
@@ -32,7 +36,9 @@ CREATE = "create"
 SUSPEND = "suspend"
 RESUME = "resume"
 DELETE = "delete"
+SHARE = "share"  # sharing a workflow with a tenant, and taking it back
 _CREATE_FIELDS = frozenset({"tenant_id", "name", "config"})
+_SHARE_FIELDS = frozenset({"tenant_id"})
 
 Document = dict[str, Any]
 
@@ -49,6 +55,8 @@ class TenantAdmin(Protocol):
 
     async def delete(self, tenant_id: str) -> bool: ...
 
+    async def share_workflow(self, catalog: Catalog, name: str, tenant_id: str, *, share: bool) -> Tenant: ...
+
 
 def tenant_document(tenant: Tenant) -> Document:
     """A tenant as every channel shows it."""
@@ -60,6 +68,7 @@ def tenant_document(tenant: Tenant) -> Document:
         "created_at": tenant.created_at.isoformat(),
         "suspended_at": None if suspended_at is None else suspended_at.isoformat(),
         "config": tenant.config.to_mapping(),
+        "shared_workflows": sorted(tenant.shared_workflows),
     }
 
 
@@ -97,6 +106,9 @@ class TenantRoutes:
             HotRoute("POST", f"{one}/suspend", self.suspend),
             HotRoute("POST", f"{one}/resume", self.resume),
             HotRoute("DELETE", one, self.delete),
+            HotRoute("POST", f"{one}/workflows/{{name}}", self.share),
+            HotRoute("DELETE", f"{one}/workflows/{{name}}", self.unshare),
+            HotRoute("POST", f"{prefix}/tenant/workflows/{{name}}/share", self.share_own),
         ]
 
     async def list_tenants(self, call: HttpCall) -> HttpAnswer:
@@ -120,7 +132,9 @@ class TenantRoutes:
             tenant_id, name, config = creation_of(body)
             try:
                 tenant = await self._admin.create(self._pipeline.catalog, tenant_id, name, config)
-            except ConfigurationError as exc:  # a bad id, name or setting, or one taken already
+            except TenantConflictError:
+                raise  # the id or a route is another tenant's: 409
+            except ConfigurationError as exc:  # a bad id, name or setting
                 raise InvalidInputError(exc.message) from None
             return tenant_document(tenant)
 
@@ -143,6 +157,67 @@ class TenantRoutes:
 
         return await self._answer(call, DELETE, remove, _noted("deleted"))
 
+    async def share(self, call: HttpCall) -> HttpAnswer:
+        return await self._set_shared(call, share=True)
+
+    async def unshare(self, call: HttpCall) -> HttpAnswer:
+        return await self._set_shared(call, share=False)
+
+    async def _set_shared(self, call: HttpCall, *, share: bool) -> HttpAnswer:
+        tenant_id, name = call.params["tenant_id"], call.params["name"]
+
+        async def change(_: Invocation) -> Document:
+            if share and not self._admin.gate.policy.may_share_workflow(platform_admin=True):
+                raise ForbiddenError(_SHARING_OFF)
+            tenant = await self._found(tenant_id)
+            if not self._pipeline.catalog.has(name) and name not in tenant.shared_workflows:
+                raise WorkflowNotFoundError(f"No workflow named {name[:64]!r}.")
+            try:
+                changed = await self._admin.share_workflow(
+                    self._pipeline.catalog, name, tenant.tenant_id, share=share
+                )
+            except TenantNotFoundError:
+                raise _not_found(tenant_id) from None  # deleted meanwhile
+            except ConfigurationError as exc:  # the platform's, every tenant's, or past mcp_tools
+                raise InvalidInputError(exc.message) from None
+            return _shared(name, changed.tenant_id, share, changed)
+
+        done = _noted_share("shared", "with") if share else _noted_share("unshared", "from")
+        return await self._answer(call, SHARE, change, done)
+
+    async def share_own(self, call: HttpCall) -> HttpAnswer:
+        """A tenant's own administrator shares one of its workflows with another tenant."""
+        name = call.params["name"]
+
+        async def share(admitted: Invocation) -> Document:
+            policy = self._admin.gate.policy
+            if not policy.may_share_workflow(platform_admin=False):
+                raise ForbiddenError(_SHARING_OFF if policy.workflow_sharing is False else _ADMINS_ONLY)
+            gate, catalog = self._admin.gate, self._pipeline.catalog
+            own = admitted.tenant_id
+            assert own is not None  # noqa: S101  # _answer admits this operation on tenants' routes only
+            if not catalog.has(name) or not catalog.get(name).serves(own, gate.shared_with(gate.tenant(own))):
+                raise WorkflowNotFoundError(f"No workflow named {name[:64]!r}.")
+            target = _share_target(codec.loads_object(await call.body(self._max_body_bytes), what="The body"))
+            try:
+                catalog.shareable(name)
+            except ConfigurationError as exc:
+                raise InvalidInputError(exc.message) from None
+            await self._found(target)  # an unknown target answers as any unknown tenant does
+            try:
+                await self._admin.share_workflow(catalog, name, target, share=True)
+            except TenantNotFoundError:
+                raise _not_found(target) from None
+            except ConfigurationError:
+                # Only the target's quota is left to refuse; its limits are not this tenant's to read.
+                raise InvalidInputError(
+                    f"Workflow {name!r} cannot be shared with tenant {target!r}: that tenant's "
+                    "mcp_tools quota has no room for it."
+                ) from None
+            return _shared(name, target, True)
+
+        return await self._answer(call, SHARE, share, _noted_share("shared", "with"), on_tenant=True)
+
     async def _set_suspended(self, call: HttpCall, *, suspended: bool) -> HttpAnswer:
         tenant_id = call.params["tenant_id"]
 
@@ -164,6 +239,7 @@ class TenantRoutes:
         noted: Callable[[Document], str],
         *,
         created: bool = False,
+        on_tenant: bool = False,
     ) -> HttpAnswer:
         invocation = Invocation(
             call.request_id,
@@ -183,9 +259,18 @@ class TenantRoutes:
                 raise ForbiddenError("Tenants are administered on the platform's route, not a tenant's.")
             return await operation(admitted)
 
+        async def on_a_tenant(admitted: Invocation) -> Document:
+            if admitted.tenant_id is None:
+                raise ForbiddenError(
+                    "A tenant's own workflows are shared on that tenant's route; on the platform's "
+                    "route, share with POST /admin/tenants/{tenant_id}/workflows/{name}."
+                )
+            return await operation(admitted)
+
         request_id = call.request_id
+        guarded = on_a_tenant if on_tenant else on_platform
         try:
-            document = await self._pipeline.inspect(invocation, on_platform, noted=noted)
+            document = await self._pipeline.inspect(invocation, guarded, noted=noted)
         except NexusError as error:
             return problem(error, request_id, call.path)
         headers = [("x-request-id", request_id)]
@@ -221,8 +306,40 @@ def _is_tenant_id(text: str) -> bool:
     return True
 
 
+_SHARING_OFF = "cross_tenant_policies['workflow_sharing'] is False: no workflow is shared between tenants."
+_ADMINS_ONLY = (
+    "Sharing workflows between tenants is for platform administrators "
+    "(cross_tenant_policies['workflow_sharing'] is 'admin_only')."
+)
+
+
 def _not_found(tenant_id: str) -> TenantNotFoundError:
     return TenantNotFoundError(f"No tenant with id {tenant_id[:64]!r}.")
+
+
+def _share_target(body: Mapping[str, Any]) -> str:
+    """`{"tenant_id": "..."}`: the tenant to share with, named by id; other fields are refused."""
+    unknown = sorted(str(key)[:64] for key in body if key not in _SHARE_FIELDS)
+    if unknown:
+        raise InvalidInputError(f'Unknown field(s) {unknown}; the body is {{"tenant_id": "..."}}.')
+    target = body.get("tenant_id")
+    if not isinstance(target, str):
+        raise InvalidInputError('The body must name the tenant to share with: {"tenant_id": "..."}.')
+    return target
+
+
+def _shared(name: str, tenant_id: str, shared: bool, tenant: Tenant | None = None) -> Document:
+    """What a share answers; the receiving tenant's own shares only for the platform's administrators."""
+    document: Document = {"workflow": name, "tenant_id": tenant_id, "shared": shared}
+    if tenant is not None:
+        document["shared_workflows"] = sorted(tenant.shared_workflows)
+    return document
+
+
+def _noted_share(done: str, preposition: str) -> Callable[[Document], str]:
+    return lambda document: (
+        f"{done} workflow {document['workflow']} {preposition} tenant {document['tenant_id']}"
+    )
 
 
 def _listed(document: Document) -> str:

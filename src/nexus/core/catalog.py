@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from nexus.core.tenancy.model import check_tenant_id
+from nexus.core.tenancy.model import WORKFLOW_NAME, check_tenant_id
 from nexus.core.types import WorkflowInfo
 from nexus.errors import ConfigurationError, WorkflowNotFoundError
 from nexus.workflow import Workflow
 
-# One name is a URL segment, a CLI argument and an MCP tool name at once; this fits all three.
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+_NAME = WORKFLOW_NAME
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,63}")
 _SCALARS = (str, int, float, bool)
 
@@ -34,11 +33,14 @@ class Registration:
     def name(self) -> str:
         return self.info.name
 
-    def serves(self, tenant_id: str | None) -> bool:
-        """Whether a call on `tenant_id`'s route (None: the platform's) may reach this workflow."""
+    def serves(self, tenant_id: str | None, shared: frozenset[str] = frozenset()) -> bool:
+        """Whether a call on `tenant_id`'s route (None: the platform's) may reach this workflow;
+        `shared` is what that tenant has been shared (its `shared_workflows`, where sharing is on)."""
         if tenant_id is None:
             return not self.tenant_scoped
-        return self.tenant_scoped and (self.tenants is None or tenant_id in self.tenants)
+        return self.tenant_scoped and (
+            self.tenants is None or tenant_id in self.tenants or self.info.name in shared
+        )
 
 
 def _metadata(name: str, metadata: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -139,6 +141,20 @@ class Catalog:
 
     def has(self, name: str) -> bool:
         return name in self._entries
+
+    def shareable(self, name: str) -> Registration:
+        """The registration of `name` when it can be shared with one more tenant: tenant-scoped and
+        registered for some tenants only; `ConfigurationError` naming the reason otherwise."""
+        entry = self._entries.get(name)
+        if entry is None:
+            raise ConfigurationError(f"No workflow named {name[:64]!r}.")
+        if not entry.tenant_scoped:
+            raise ConfigurationError(
+                f"Workflow {name!r} is the platform's (not tenant_scoped): it is never served to tenants."
+            )
+        if entry.tenants is None:
+            raise ConfigurationError(f"Workflow {name!r} is served to every tenant already.")
+        return entry
 
     def all(self) -> list[Registration]:
         return sorted(self._entries.values(), key=lambda e: e.name)

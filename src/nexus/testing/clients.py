@@ -24,6 +24,7 @@ _BY_CODE = {
     "workflow_not_found": Outcome.NOT_FOUND,
     "tenant_not_found": Outcome.NOT_FOUND,
     "tenant_suspended": Outcome.FORBIDDEN,
+    "tenant_conflict": Outcome.INVALID_INPUT,
     "not_authenticated": Outcome.UNAUTHENTICATED,
     "mfa_required": Outcome.UNAUTHENTICATED,
     "mfa_enrollment_required": Outcome.UNAUTHENTICATED,

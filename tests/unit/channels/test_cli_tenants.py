@@ -113,6 +113,34 @@ def test_the_admin_calls_go_to_the_cli_channels_tenant_routes() -> None:
     assert json.loads(seen[1].content) == {"tenant_id": "acme", "name": "Acme", "config": {"mcp_port": 3101}}
 
 
+def test_the_share_calls_go_to_the_platforms_and_the_tenants_share_routes() -> None:
+    seen: list[httpx2.Request] = []
+    with CliClient(URL, token="k", transport=recording(seen, {"workflow": "r"})) as client:
+        client.share_workflow("globex", "report")
+        client.share_workflow("globex", "re/port", share=False)
+    with CliClient(URL, token="k", transport=recording(seen, {"workflow": "r"}), tenant="acme") as client:
+        client.share_own_workflow("report", "globex")
+    assert [(r.method, r.url.raw_path, r.headers.get("x-nexus-tenant")) for r in seen] == [
+        ("POST", b"/cli/v1/admin/tenants/globex/workflows/report", None),
+        ("DELETE", b"/cli/v1/admin/tenants/globex/workflows/re%2Fport", None),
+        ("POST", b"/cli/v1/tenant/workflows/report/share", "acme"),
+    ]
+    assert json.loads(seen[2].content) == {"tenant_id": "globex"}
+
+
+def test_a_tenant_conflict_answer_exits_65() -> None:
+    def conflict(request: httpx2.Request) -> httpx2.Response:
+        problem = {"code": "tenant_conflict", "title": "Tenant conflict", "detail": "taken", "status": 409}
+        return httpx2.Response(409, json=problem)
+
+    with (
+        CliClient(URL, token="k", transport=httpx2.MockTransport(conflict)) as client,
+        pytest.raises(Failure) as caught,
+    ):
+        client.create_tenant("acme", "Acme", {})
+    assert (caught.value.exit_code, caught.value.title) == (65, "Tenant conflict")
+
+
 def test_a_listing_without_tenants_is_an_unexpected_answer() -> None:
     with (
         CliClient(URL, token="k", transport=recording([], {"workflows": []})) as client,
@@ -272,6 +300,7 @@ def test_a_tenant_document_carries_its_times_as_iso_and_only_the_settings_given(
         created,
         TenantStatus.SUSPENDED,
         created,
+        frozenset({"report", "billing"}),
     )
     assert tenant_document(tenant) == {
         "tenant_id": "acme",
@@ -280,4 +309,5 @@ def test_a_tenant_document_carries_its_times_as_iso_and_only_the_settings_given(
         "created_at": "2030-01-02T03:04:05+00:00",
         "suspended_at": "2030-01-02T03:04:05+00:00",
         "config": {"cli_prefix": "acme", "mcp_port": 3101},
+        "shared_workflows": ["billing", "report"],
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from types import TracebackType
 from typing import Any, Protocol, Self
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 import httpx2
 
@@ -119,6 +119,17 @@ class CliClient:
     def delete_tenant(self, tenant_id: str) -> dict[str, Any]:
         return self._call("DELETE", _tenant_path(tenant_id))
 
+    def share_workflow(self, tenant_id: str, workflow: str, *, share: bool = True) -> dict[str, Any]:
+        """Share `workflow` with the tenant (or take the share back), as a platform administrator."""
+        return self._call(
+            "POST" if share else "DELETE", f"{_tenant_path(tenant_id)}/workflows/{_segment(workflow)}"
+        )
+
+    def share_own_workflow(self, workflow: str, tenant_id: str) -> dict[str, Any]:
+        """Share one of this client's tenant's workflows with tenant `tenant_id` (named by id)."""
+        path = f"/tenant/workflows/{_segment(workflow)}/share"
+        return self._call("POST", path, {"tenant_id": tenant_id})
+
     def run(self, workflow: str, params: dict[str, str]) -> dict[str, Any]:
         """Execute `workflow`; the server coerces each raw string by the workflow's input schema."""
         return self._call("POST", f"/workflows/{quote(workflow, safe='')}/run", json={"params": params})
@@ -155,14 +166,19 @@ class CliClient:
         body = {"code": code, "code_verifier": code_verifier}
         return self._call("POST", "/auth/sso/exchange", body, bearer="")
 
-    def sso_start_url(self, protocol: str, return_to: str, code_challenge: str) -> str:
-        """Where the browser starts a single sign-on that comes back to `return_to`.
+    def begin_sso(self, protocol: str, return_to: str, code_challenge: str) -> str:
+        """Start a single sign-on on this client's route (with `tenant`, a login to that tenant);
+        the identity provider's address, where the browser goes to come back to `return_to`.
 
         `code_challenge` is base64url(SHA-256(verifier)): only the holder of the verifier can then
         exchange the code the browser brings back.
         """
-        query = urlencode({"channel": "cli", "return_to": return_to, "code_challenge": code_challenge})
-        return f"{self.url}/auth/sso/{quote(protocol, safe='')}/start?{query}"
+        body = {"return_to": return_to, "code_challenge": code_challenge}
+        answer = self._call("POST", f"/auth/sso/{quote(protocol, safe='')}/start", body, bearer="")
+        url = answer.get("url")
+        if not isinstance(url, str) or not url.lower().startswith(("https://", "http://")):
+            raise self._malformed("a sign-on start without the provider's address")
+        return url
 
     def channel_token(self, session_token: str) -> dict[str, Any]:
         return self._call("POST", "/auth/token", {"channel": "cli"}, bearer=session_token)
@@ -224,7 +240,11 @@ class CliClient:
 
 
 def _tenant_path(tenant_id: str) -> str:
-    return f"/admin/tenants/{quote(tenant_id, safe='')}"
+    return f"/admin/tenants/{_segment(tenant_id)}"
+
+
+def _segment(text: str) -> str:
+    return quote(text, safe="")
 
 
 def _json_object(response: httpx2.Response) -> dict[str, Any] | None:

@@ -194,6 +194,31 @@ def describe_workflow(
         _show(as_json, info, "render_workflow")
 
 
+@workflows_app.command("share")
+def share_workflow(
+    ctx: typer.Context,
+    workflow: Annotated[str, typer.Argument(metavar="WORKFLOW", help="The workflow's name.")],
+    with_tenant: Annotated[
+        str, typer.Option("--with", metavar="TENANT_ID", help="The tenant to share it with, by its id.")
+    ],
+    as_json: JsonFlag = False,
+) -> None:
+    """Share one of your tenant's workflows with another tenant (a tenant administrator, on
+    `--tenant`'s route, where the server allows tenants to share)."""
+    with reporting(as_json=as_json):
+        with ctx.obj.client() as client:
+            document = client.share_own_workflow(workflow, with_tenant)
+        if as_json:
+            from nexus.channels.cli.render import print_json
+
+            print_json(sys.stdout, document)
+            return
+        from nexus.channels.cli.render import safe
+
+        shared = f"Shared workflow {document.get('workflow')} with tenant {document.get('tenant_id')}."
+        typer.echo(safe(shared).plain)
+
+
 class SsoProtocol(StrEnum):
     OIDC = "oidc"
     SAML = "saml"

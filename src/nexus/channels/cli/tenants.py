@@ -1,5 +1,5 @@
-"""`nexus tenants ...`: list, show, create, suspend, resume and delete a server's tenants, and the
-`--tenant` prefix every command can name.
+"""`nexus tenants ...`: list, show, create, suspend, resume and delete a server's tenants, share
+workflows with them, and the `--tenant` prefix every command can name.
 
 Client side only: the calls go to the CLI channel's `/admin/tenants` routes, which need
 `cli:<action>:tenants` and a platform principal. Module level imports typer, the standard library
@@ -198,6 +198,42 @@ def delete_tenant(
         _done(as_json, document, f"Deleted tenant {document.get('tenant_id')}.")
 
 
+WorkflowArg = Annotated[str, typer.Argument(metavar="WORKFLOW", help="The workflow's name.")]
+
+
+@tenants_app.command("share")
+def share_workflow(
+    ctx: typer.Context, tenant_id: TenantArg, workflow: WorkflowArg, as_json: JsonOption = False
+) -> None:
+    """Serve a tenant-scoped workflow of other tenants on this tenant's routes too."""
+    from nexus.channels.cli.main import reporting
+
+    with reporting(as_json=as_json):
+        with _remote(ctx).client() as client:
+            document = client.share_workflow(tenant_id, workflow)
+        _done(
+            as_json,
+            document,
+            f"Shared workflow {document.get('workflow')} with tenant {document.get('tenant_id')}.",
+        )
+
+
+@tenants_app.command("unshare")
+def unshare_workflow(
+    ctx: typer.Context, tenant_id: TenantArg, workflow: WorkflowArg, as_json: JsonOption = False
+) -> None:
+    """Take back a workflow shared with a tenant: its routes no longer serve it."""
+    from nexus.channels.cli.main import reporting
+
+    with reporting(as_json=as_json):
+        with _remote(ctx).client() as client:
+            document = client.share_workflow(tenant_id, workflow, share=False)
+        message = (
+            f"Workflow {document.get('workflow')} is not shared with tenant {document.get('tenant_id')}."
+        )
+        _done(as_json, document, message)
+
+
 def confirm(tenant_id: str) -> None:
     """Ask on the terminal before deleting; without a terminal, --yes is required."""
     from nexus.channels.cli.render import safe
@@ -276,6 +312,9 @@ def render_tenant(console: Console, document: dict[str, Any]) -> None:
     for key, value in sorted(config.items()):
         if key != "quota_profile":  # shown with the limits below
             line(_LABELS.get(key) or safe(str(key)).plain, value)
+    shared = document.get("shared_workflows")
+    if isinstance(shared, list) and shared:
+        line("Shared workflows", ", ".join(str(name) for name in shared))
     quota = _object(document.get("quota"))
     line("Quota profile", quota.get("profile"))
     limits = quota.get("limits")

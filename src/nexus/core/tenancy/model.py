@@ -23,6 +23,8 @@ _TENANT_ID = re.compile(r"[a-z][a-z0-9_]{0,47}")
 _SUBDOMAIN = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _PREFIX = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _WORD = re.compile(r"[a-z0-9][a-z0-9_]{0,31}")
+# One workflow name is a URL segment, a CLI argument and an MCP tool name at once (the catalog's rule).
+WORKFLOW_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _NAME_MAX = 200
 _SHARED_SCHEMAS = frozenset({"public", "information_schema", "nexus"})
 # Control, format (bidi overrides) and line/paragraph separators: names are shown in terminals and logs.
@@ -143,9 +145,16 @@ class Tenant:
     created_at: datetime
     status: TenantStatus = TenantStatus.ACTIVE
     suspended_at: datetime | None = None
+    shared_workflows: frozenset[str] = frozenset()
+    """Tenant-scoped workflows registered for other tenants that are shared with this one too."""
 
     def __post_init__(self) -> None:
         check_tenant_id(self.tenant_id)
+        shared = self.shared_workflows
+        if not isinstance(shared, frozenset) or not all(
+            isinstance(name, str) and WORKFLOW_NAME.fullmatch(name) for name in shared
+        ):
+            raise ConfigurationError("shared_workflows must be a frozenset of workflow names.")
         if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > _NAME_MAX:
             raise ConfigurationError(f"A tenant's name is 1 to {_NAME_MAX} characters, got {self.name!r}.")
         if any(unicodedata.category(char) in _UNPRINTABLE for char in self.name):

@@ -3,10 +3,12 @@
 `data_sharing`: False forbids any cross-tenant read (a tenant's data is granted to no other
 tenant's database role, and `share_data` refuses); True lets an administrator grant one tenant read
 access to another's data. `workflow_sharing`: who may make one workflow available to several
-tenants: False nobody (a tenant-scoped registration names exactly one tenant), "admin_only" the
-platform's administrators, True also a tenant's own administrators for the workflows their tenant
-has. `session_isolation`: True binds a login session to the tenant it was made in; False lets it
-reach every tenant its user belongs to. Imports only the standard library, core and errors.
+tenants: False nobody (a tenant-scoped registration names exactly one tenant, and shares stored
+earlier are not served), "admin_only" the platform's administrators, True also a tenant's own
+administrators for the workflows their tenant has. A share adds the workflow to the receiving
+tenant's `shared_workflows`. `session_isolation`: True binds a login session to the tenant it was
+made in; False lets it reach every tenant its user belongs to. Imports only the standard library,
+core and errors.
 """
 
 from __future__ import annotations
