@@ -460,6 +460,27 @@ class Nexus:
         async with self._admin() as admin:
             return await admin.require_tenancy().delete(tenant_id)
 
+    async def share_workflow(self, name: str, tenant_id: str) -> Tenant:
+        """Serve the tenant-scoped workflow `name`, registered with `tenants=[...]`, on tenant
+        `tenant_id`'s routes too (a platform administrator's act; `cross_tenant_policies`
+        workflow_sharing "admin_only" or True). At once here, within `app.tenancy.refresh_seconds`
+        on other nodes; returns the tenant with its `shared_workflows`.
+
+        Raises:
+            ConfigurationError: workflow_sharing is False; the workflow is unknown, not
+                tenant_scoped or served to every tenant already; or the tenant's `mcp_tools`
+                quota has no room for it.
+            TenantNotFoundError: there is no such tenant.
+        """
+        async with self._admin() as admin:
+            return await admin.require_tenancy().share_workflow(self._catalog, name, tenant_id, share=True)
+
+    async def unshare_workflow(self, name: str, tenant_id: str) -> Tenant:
+        """Take back a share made by `share_workflow` (always allowed; a workflow the tenant was
+        never shared is left as it is, one registered for it is refused)."""
+        async with self._admin() as admin:
+            return await admin.require_tenancy().share_workflow(self._catalog, name, tenant_id, share=False)
+
     # -- API keys ----------------------------------------------------------------------------------
 
     async def create_api_key(

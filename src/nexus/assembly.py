@@ -10,7 +10,7 @@ import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from nexus.backends.auth.signing import SigningKeys
@@ -52,7 +52,7 @@ from nexus.core.tenancy.routing import RoutingRules
 from nexus.core.tenancy.seats import CliSessionSeats
 from nexus.core.types import ApiKey, Channel
 from nexus.enterprise.tenancy import TenantManager, manager_in_use
-from nexus.errors import ConfigurationError, NexusError, TenantNotFoundError
+from nexus.errors import ConfigurationError, NexusError, TenantConflictError, TenantNotFoundError
 from nexus.settings import Authz, Options, Settings
 from nexus.workflow import AsyncLocalRuntime
 from nexus.workflow.runtime import release_loop_resources
@@ -96,8 +96,9 @@ class TenancyRuntime:
     """The app's own API and MCP ports, which no tenant's `mcp_port` may be."""
     data: TenantDataStore | None = None
     """Where tenants' own data lives (PostgreSQL); None on SQLite state (moderate or basic)."""
-    storage: dict[tuple[str, int], StorageGate] = field(default_factory=dict)
-    """One storage gate per tenant and limit, for the life of the app (it caches measurements)."""
+    storage: dict[tuple[str, datetime, int], StorageGate] = field(default_factory=dict)
+    """One storage gate per tenant (by id and creation, so a new tenant of a deleted one's id
+    starts afresh) and limit, for the life of the app (it caches measurements)."""
     storage_refresh_s: float = 30.0
     """How often a tenant's data is measured for its storage_mb quota."""
     ports: TenantPorts | None = None
@@ -116,7 +117,7 @@ class TenancyRuntime:
         limit = self.gate.quotas.book.profile_of(tenant).limit(Resource.STORAGE_MB)
         if data is None or limit is None:
             return None
-        key = (tenant.tenant_id, limit)
+        key = (tenant.tenant_id, tenant.created_at, limit)
         gate = self.storage.get(key)
         if gate is None:
             measure = functools.partial(data.size_bytes, tenant)
@@ -152,19 +153,34 @@ class TenancyRuntime:
                 f"mcp_port {tenant.config.mcp_port} is this app's own API or MCP port; give tenant "
                 f"{tenant.tenant_id!r} a port of its own."
             )
+        if tenant.config.mcp_port is not None and self.directory.router.rules.mcp != "port_offset":
+            raise ConfigurationError(
+                f"Tenant {tenant.tenant_id!r} names mcp_port {tenant.config.mcp_port}, but MCP routes "
+                "tenants by path here (tenant_routing mcp='path'): nothing would listen on it. Leave "
+                "it out, or route MCP by 'port_offset'."
+            )
         self.gate.quotas.book.check_profile(tenant.config.quota_profile)
-        self.gate.quotas.check_tools(tenant, _tools_of(catalog, tenant.tenant_id))
+        self.gate.quotas.check_tools(tenant, self._tools_of(catalog, tenant))
         if await self.directory.get(tenant.tenant_id) is not None:
-            raise ConfigurationError(f"A tenant with id {tenant.tenant_id!r} already exists.")
+            raise TenantConflictError(f"A tenant with id {tenant.tenant_id!r} already exists.")
         if self.data is not None:
             await self.data.provision(tenant)  # its schema (and role) first: no call finds it half-made
         try:
             await self.directory.add(tenant)
         except BaseException:
-            if self.data is not None:
+            # Undo the schema only when no tenant of this id got registered: the add may have
+            # committed before failing (a reload, a cancellation), or a concurrent create of the
+            # same id won, and either way the registered tenant owns that schema and role.
+            if self.data is not None and await self._unregistered(tenant.tenant_id):
                 await self.data.drop(tenant)
             raise
         return tenant
+
+    async def _unregistered(self, tenant_id: str) -> bool:
+        try:
+            return await self.directory.get(tenant_id) is None
+        except Exception:  # noqa: BLE001  # the registry cannot say: keep the data, never risk a tenant's
+            return False
 
     async def delete(self, tenant_id: str) -> bool:
         """Remove the tenant from every route, then its own data (strict: schema, role, database)."""
@@ -172,6 +188,8 @@ class TenancyRuntime:
         if tenant is None:
             return False
         deleted = await self.directory.delete(tenant.tenant_id)
+        for key in [key for key in self.storage if key[0] == tenant.tenant_id]:
+            await self.storage.pop(key).close()
         if self.ports is not None:
             await self.ports.sync(self.directory)  # its listener closes before the call returns
         if self.data is not None:
@@ -200,6 +218,45 @@ class TenancyRuntime:
         else:
             await self.data.revoke_read(owner, reader)
 
+    async def share_workflow(self, catalog: Catalog, name: str, tenant_id: str, *, share: bool) -> Tenant:
+        """Serve the tenant-scoped workflow `name` on `tenant_id`'s routes too (or take that back):
+        at once on this node, within `refresh_seconds` on the others. The tenant as it is afterwards.
+
+        Taking a share back is always allowed, whatever the policy and even for a workflow no
+        longer registered; only what was shared can be taken back.
+
+        Raises:
+            ConfigurationError: workflow_sharing is False, the workflow is unknown, the platform's,
+                served to every tenant already (or to this one by its registration, when taking
+                back), or one more tool would pass the tenant's `mcp_tools`.
+            TenantNotFoundError: there is no tenant `tenant_id`.
+        """
+        if share and not self.manager.policy.may_share_workflow(platform_admin=True):
+            raise ConfigurationError(
+                "cross_tenant_policies['workflow_sharing'] is False: no workflow is shared between tenants."
+            )
+        tenant = await self._existing(tenant_id)
+        if not share and name in tenant.shared_workflows:
+            return await self._set_shared(tenant, name, share=False)
+        entry = catalog.shareable(name)
+        if not share:
+            if entry.serves(tenant.tenant_id):
+                raise ConfigurationError(
+                    f"Workflow {name!r} is registered for tenant {tenant.tenant_id!r} (tenants=[...]), "
+                    "not shared with it: only a share can be taken back."
+                )
+            return tenant  # nothing shared, nothing served: already as asked
+        if entry.serves(tenant.tenant_id, tenant.shared_workflows):
+            return tenant  # served already, by its registration or an earlier share
+        self.gate.quotas.check_tools(tenant, self._tools_of(catalog, tenant) + 1)
+        return await self._set_shared(tenant, name, share=True)
+
+    async def _set_shared(self, tenant: Tenant, name: str, *, share: bool) -> Tenant:
+        changed = await self.directory.set_workflow_shared(tenant.tenant_id, name, share)
+        if changed is None:  # deleted meanwhile
+            raise TenantNotFoundError(f"No tenant {tenant.tenant_id!r}.")
+        return changed
+
     async def _existing(self, tenant_id: str) -> Tenant:
         tenant = await self.directory.get(check_tenant_id(tenant_id))
         if tenant is None:
@@ -209,7 +266,12 @@ class TenancyRuntime:
     def check_tools(self, catalog: Catalog) -> None:
         """Every tenant exposes at most its `mcp_tools` workflows over MCP (when enabling more)."""
         for tenant in self.gate.directory.router.index.by_id.values():
-            self.gate.quotas.check_tools(tenant, _tools_of(catalog, tenant.tenant_id))
+            self.gate.quotas.check_tools(tenant, self._tools_of(catalog, tenant))
+
+    def _tools_of(self, catalog: Catalog, tenant: Tenant) -> int:
+        """The workflows `tenant`'s routes serve: registered for it, or shared with it."""
+        shared = self.gate.shared_with(tenant)
+        return sum(1 for entry in catalog.all() if entry.serves(tenant.tenant_id, shared))
 
     async def close(self) -> None:
         try:
@@ -219,10 +281,6 @@ class TenancyRuntime:
                 await self.data.close()
         finally:
             await self.leases.close()
-
-
-def _tools_of(catalog: Catalog, tenant_id: str) -> int:
-    return sum(1 for entry in catalog.all() if entry.serves(tenant_id))
 
 
 @dataclass(eq=False)
@@ -352,14 +410,16 @@ async def assemble(
             assembly.prometheus = PrometheusMeter()
         manager = manager_in_use(options.enable_auth, settings.tenancy, settings.auth)
         seats: SessionSeats | None = None
+        admission: Callable[[str], None] | None = None
         if manager is not None and counters is not None:
             tenancy = assembly.tenancy = _open_tenancy(
                 options, settings, manager, state, clock, counters, assembly.meter
             )
             seats = CliSessionSeats(tenancy.gate.quotas, tenancy.gate.tenant, clock)
+            admission = tenancy.gate.admit_session
         if options.enable_auth and counters is not None:
             identity = assembly.identity = await _open_identity(
-                options, settings, state, clock, counters, seats
+                options, settings, state, clock, counters, seats, admission
             )
             keys = None
             if identity.api_keys_enabled:
@@ -386,6 +446,7 @@ async def _open_identity(
     clock: SystemClock,
     counters: CounterStore,
     seats: SessionSeats | None = None,
+    tenant_admission: Callable[[str], None] | None = None,
 ) -> IdentityRuntime:
     """Sessions, second factors, SSO and token keys, from `app.auth` (and Redis when configured)."""
     from nexus.backends.auth.passwords import Argon2Hasher
@@ -455,6 +516,7 @@ async def _open_identity(
     codec = await keys.open()
     identity_parts = IdentityParts(
         seats=seats,
+        tenant_admission=tenant_admission,
         users=state.users,
         factors=state.factors,
         sessions=sessions,
@@ -546,6 +608,8 @@ def _open_tenancy(
         return runtime.context(tenant)
 
     gate = TenantGate(directory, quotas, manager.policy, contexts)
+    # Deleted tenants (here or on another node) leave the usage metrics when the index drops them.
+    directory.on_removed = quotas.forget_all
     # Port 0 asks the OS for one: when serving, `options` holds the ports actually bound.
     own_ports = frozenset(port for port in (options.api_port, options.mcp_port) if port)
     runtime = TenancyRuntime(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -20,7 +21,7 @@ from nexus.backends.sql.migration import alembic_config, head_revision
 from nexus.backends.sql.schema import users
 from nexus.core.tenancy.model import Tenant, TenantConfig, TenantStatus
 from nexus.core.tenancy.ports import TenantStore
-from nexus.errors import ConfigurationError
+from nexus.errors import ConfigurationError, TenantConflictError
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 RACERS = 6
@@ -118,7 +119,7 @@ async def test_list_of_an_empty_store_is_empty(tenants: TenantStore) -> None:
 async def test_a_taken_tenant_id_is_refused_and_the_original_kept(tenants: TenantStore) -> None:
     await tenants.add(make_tenant("acme", api_subdomain="acme"))
 
-    with pytest.raises(ConfigurationError, match="tenant with id 'acme' already exists"):
+    with pytest.raises(TenantConflictError, match="tenant with id 'acme' already exists"):
         await tenants.add(make_tenant("acme", api_subdomain="acme-two", cli_prefix="acme2"))
 
     assert [tenant.config.to_mapping() for tenant in await tenants.list()] == [{"api_subdomain": "acme"}]
@@ -139,7 +140,7 @@ async def test_a_route_of_another_tenant_is_refused_naming_it_and_nothing_is_sto
     second = {"api_subdomain": "second", "cli_prefix": "second", "mcp_port": 9002, route: value}
     await tenants.add(make_tenant("first", **first))
 
-    with pytest.raises(ConfigurationError, match=f"The {route} {shown} is already another tenant's"):
+    with pytest.raises(TenantConflictError, match=f"The {route} {shown} is already another tenant's"):
         await tenants.add(make_tenant("second", **second))
 
     assert await tenants.get("second") is None
@@ -166,15 +167,24 @@ async def test_one_tenants_value_may_be_another_tenants_value_on_a_different_rou
     assert found.config.cli_prefix == "shared"
 
 
-async def test_delete_removes_the_tenant_and_frees_its_id_and_routes(tenants: TenantStore) -> None:
+DELETED_AT = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+async def test_delete_removes_the_tenant_and_frees_its_routes_but_never_its_id(tenants: TenantStore) -> None:
+    """Keys, sessions and audit records name tenants by id: a new tenant under a deleted one's id
+    would inherit them, so the id stays taken; the routes go to whoever asks next."""
     await tenants.add(make_tenant("acme", api_subdomain="acme", cli_prefix="acme", mcp_port=9001))
 
-    assert await tenants.delete("acme") is True
-    assert await tenants.delete("acme") is False
+    assert await tenants.delete("acme", DELETED_AT) is True
+    assert await tenants.delete("acme", DELETED_AT) is False
     assert await tenants.get("acme") is None
+    assert await tenants.list() == []
+    assert await tenants.set_suspended("acme", DELETED_AT) is False
+    assert await tenants.set_workflow_shared("acme", "report", True) is None
 
     await tenants.add(make_tenant("globex", api_subdomain="acme", cli_prefix="acme", mcp_port=9001))
-    await tenants.add(make_tenant("acme"))
+    with pytest.raises(TenantConflictError, match="never reused"):
+        await tenants.add(make_tenant("acme"))
     found = await tenants.get("globex")
     assert found is not None
     assert (found.config.api_subdomain, found.config.cli_prefix, found.config.mcp_port) == (
@@ -187,7 +197,7 @@ async def test_delete_removes_the_tenant_and_frees_its_id_and_routes(tenants: Te
 async def test_delete_of_an_unknown_tenant_returns_false_and_keeps_the_others(tenants: TenantStore) -> None:
     await tenants.add(make_tenant("acme"))
 
-    assert await tenants.delete("globex") is False
+    assert await tenants.delete("globex", DELETED_AT) is False
 
     assert [tenant.tenant_id for tenant in await tenants.list()] == ["acme"]
 
@@ -295,10 +305,139 @@ async def test_concurrent_adds_from_two_nodes_on_one_database_let_exactly_one_wi
         await node_b.close()
 
 
+def test_a_conflict_is_a_configuration_error_answered_409_and_exit_65() -> None:
+    conflict = TenantConflictError("A tenant with id 'acme' already exists.")
+    assert isinstance(conflict, ConfigurationError)
+    assert (conflict.code, conflict.http_status, conflict.exit_code, conflict.mcp) == (
+        "tenant_conflict",
+        409,
+        65,
+        "tool_error",
+    )
+
+
+# -- workflows shared with a tenant ---------------------------------------------------------------------
+
+
+async def test_a_tenant_added_with_shared_workflows_comes_back_with_them(tenants: TenantStore) -> None:
+    await tenants.add(replace(make_tenant("acme"), shared_workflows=frozenset({"report", "billing-v2"})))
+    await tenants.add(make_tenant("globex"))
+
+    acme, globex = await tenants.get("acme"), await tenants.get("globex")
+
+    assert acme is not None
+    assert acme.shared_workflows == frozenset({"report", "billing-v2"})
+    assert globex is not None
+    assert globex.shared_workflows == frozenset()
+    assert [tenant.shared_workflows for tenant in await tenants.list()] == [
+        frozenset({"report", "billing-v2"}),
+        frozenset(),
+    ]
+
+
+async def test_sharing_adds_the_name_once_and_unsharing_takes_it_out(tenants: TenantStore) -> None:
+    await tenants.add(make_tenant("acme", api_subdomain="acme"))
+
+    first = await tenants.set_workflow_shared("acme", "report", True)
+    again = await tenants.set_workflow_shared("acme", "report", True)
+    both = await tenants.set_workflow_shared("acme", "billing", True)
+
+    assert first is not None
+    assert first.shared_workflows == frozenset({"report"})
+    assert again is not None
+    assert again.shared_workflows == frozenset({"report"})
+    assert both is not None
+    assert both.shared_workflows == frozenset({"report", "billing"})
+    stored = await tenants.get("acme")
+    assert stored == both
+    assert stored is not None
+    assert stored.config.api_subdomain == "acme"
+
+    taken_back = await tenants.set_workflow_shared("acme", "report", False)
+    absent = await tenants.set_workflow_shared("acme", "never-shared", False)
+
+    assert taken_back is not None
+    assert taken_back.shared_workflows == frozenset({"billing"})
+    assert absent is not None
+    assert absent.shared_workflows == frozenset({"billing"})
+    found = await tenants.get("acme")
+    assert found is not None
+    assert found.shared_workflows == frozenset({"billing"})
+
+
+async def test_sharing_with_an_unknown_tenant_returns_none_and_adds_nothing(tenants: TenantStore) -> None:
+    await tenants.add(make_tenant("acme"))
+
+    assert await tenants.set_workflow_shared("ghost", "report", True) is None
+    assert await tenants.set_workflow_shared("ghost", "report", False) is None
+
+    assert [tenant.tenant_id for tenant in await tenants.list()] == ["acme"]
+
+
+@pytest.mark.parametrize("name", ["", "9lives", "two words", "a" * 65, "drop;table"])
+async def test_a_name_no_workflow_could_have_is_refused_and_nothing_is_stored(
+    tenants: TenantStore, name: str
+) -> None:
+    await tenants.add(make_tenant("acme"))
+
+    with pytest.raises(ConfigurationError, match="workflow names"):
+        await tenants.set_workflow_shared("acme", name, True)
+
+    found = await tenants.get("acme")
+    assert found is not None
+    assert found.shared_workflows == frozenset()
+
+
+async def test_suspending_and_resuming_keep_the_shared_workflows(tenants: TenantStore) -> None:
+    await tenants.add(make_tenant("acme"))
+    await tenants.set_workflow_shared("acme", "report", True)
+
+    await tenants.set_suspended("acme", T0)
+    suspended = await tenants.get("acme")
+    await tenants.set_suspended("acme", None)
+    resumed = await tenants.get("acme")
+
+    assert suspended is not None
+    assert (suspended.status, suspended.shared_workflows) == (TenantStatus.SUSPENDED, frozenset({"report"}))
+    assert resumed is not None
+    assert resumed.shared_workflows == frozenset({"report"})
+
+
+async def test_concurrent_shares_with_one_tenant_are_all_kept(tenants: TenantStore) -> None:
+    await tenants.add(make_tenant("acme"))
+
+    await asyncio.gather(*(tenants.set_workflow_shared("acme", f"flow{n}", True) for n in range(RACERS)))
+
+    found = await tenants.get("acme")
+    assert found is not None
+    assert found.shared_workflows == frozenset(f"flow{n}" for n in range(RACERS))
+
+
+async def test_concurrent_shares_from_two_nodes_on_one_database_are_all_kept(state_url: str) -> None:
+    node_a, node_b = await open_state(state_url), await open_state(state_url)
+    try:
+        async with node_a.engine.begin() as connection:
+            await connection.execute(text("DELETE FROM tenants"))
+        await node_a.tenants.add(make_tenant("acme"))
+        nodes = (node_a.tenants, node_b.tenants)
+        await asyncio.gather(
+            *(nodes[n % 2].set_workflow_shared("acme", f"flow{n}", True) for n in range(RACERS))
+        )
+        await node_b.tenants.set_workflow_shared("acme", "flow0", False)
+
+        found = await node_a.tenants.get("acme")
+    finally:
+        await node_a.close()
+        await node_b.close()
+
+    assert found is not None
+    assert found.shared_workflows == frozenset(f"flow{n}" for n in range(1, RACERS))
+
+
 def _assert_one_winner(outcomes: list[BaseException | None], taken: str) -> None:
     assert sum(outcome is None for outcome in outcomes) == 1, outcomes
     losers = [outcome for outcome in outcomes if outcome is not None]
-    assert all(isinstance(loser, ConfigurationError) for loser in losers), losers
+    assert all(isinstance(loser, TenantConflictError) for loser in losers), losers
     assert all(taken in str(loser) for loser in losers), losers
 
 

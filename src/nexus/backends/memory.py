@@ -19,7 +19,12 @@ from typing import Any, Final
 from nexus.core.auth.model import Factor, FactorKind, Session, SigningKey, User, username_key
 from nexus.core.tenancy.model import Tenant, TenantStatus
 from nexus.core.types import ApiKey, AuditRecord, Channel
-from nexus.errors import ConfigurationError, DependencyUnavailableError, InvalidInputError
+from nexus.errors import (
+    ConfigurationError,
+    DependencyUnavailableError,
+    InvalidInputError,
+    TenantConflictError,
+)
 
 DEFAULT_MAX_AUDIT_RECORDS: Final = 10_000
 
@@ -397,12 +402,13 @@ class MemoryTenantStore:
 
     def __init__(self) -> None:
         self._tenants: dict[str, Tenant] = {}
+        self._deleted: set[str] = set()  # ids of deleted tenants, never given out again
 
     async def add(self, tenant: Tenant) -> None:
         """Store a new tenant.
 
         Raises:
-            ConfigurationError: the id, the API subdomain, the CLI prefix or the MCP port is taken.
+            TenantConflictError: the id, the API subdomain, the CLI prefix or the MCP port is taken.
         """
         stored = replace(
             tenant,
@@ -411,11 +417,15 @@ class MemoryTenantStore:
             suspended_at=_optional_utc(tenant.suspended_at, "suspended_at"),
         )
         if tenant.tenant_id in self._tenants:
-            raise ConfigurationError(f"A tenant with id {tenant.tenant_id!r} already exists.")
+            raise TenantConflictError(f"A tenant with id {tenant.tenant_id!r} already exists.")
+        if tenant.tenant_id in self._deleted:
+            raise TenantConflictError(
+                f"Tenant id {tenant.tenant_id!r} belonged to a deleted tenant; ids are never reused."
+            )
         taken = {route for other in self._tenants.values() for route in _tenant_routes(other)}
         for name, value in _tenant_routes(tenant):
             if value is not None and (name, value) in taken:
-                raise ConfigurationError(f"The {name} {value!r} is already another tenant's.")
+                raise TenantConflictError(f"The {name} {value!r} is already another tenant's.")
         self._tenants[tenant.tenant_id] = stored
 
     async def get(self, tenant_id: str) -> Tenant | None:
@@ -435,8 +445,23 @@ class MemoryTenantStore:
         self._tenants[tenant_id] = replace(tenant, status=status, suspended_at=suspended_at)
         return True
 
-    async def delete(self, tenant_id: str) -> bool:
-        return self._tenants.pop(tenant_id, None) is not None
+    async def delete(self, tenant_id: str, at: datetime) -> bool:
+        """Gone from every listing and route (its routes free for others), its id never reused."""
+        _as_utc(at, "at")
+        if self._tenants.pop(tenant_id, None) is None:
+            return False
+        self._deleted.add(tenant_id)
+        return True
+
+    async def set_workflow_shared(self, tenant_id: str, workflow: str, shared: bool) -> Tenant | None:
+        """Add `workflow` to the tenant's shared workflows (or take it out); None when no such tenant."""
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None:
+            return None
+        names = tenant.shared_workflows | {workflow} if shared else tenant.shared_workflows - {workflow}
+        changed = replace(tenant, shared_workflows=frozenset(names))
+        self._tenants[tenant_id] = changed
+        return changed
 
 
 def _tenant_routes(tenant: Tenant) -> tuple[tuple[str, str | int | None], ...]:

@@ -31,7 +31,6 @@ from nexus.channels.asgi import (
     request_id_from,
 )
 from nexus.channels.openapi import build_openapi
-from nexus.core.catalog import Catalog
 from nexus.core.pipeline import Pipeline
 from nexus.core.policy.explain import Explainer, ExplainQuery
 from nexus.core.policy.permission import AUTHZ_SURFACE, HEALTH_SURFACE
@@ -135,15 +134,16 @@ class WorkflowRoutes:
 HealthCheck = Callable[[Invocation], Awaitable[dict[str, Any]]]
 
 
-def health_check(catalog: Catalog, is_ready: Callable[[], Awaitable[bool]], version: str) -> HealthCheck:
-    """The health detail as a pipeline operation: status, version, workflow count, readiness."""
+def health_check(pipeline: Pipeline, is_ready: Callable[[], Awaitable[bool]], version: str) -> HealthCheck:
+    """The health detail as a pipeline operation: status, version, readiness, and how many
+    workflows the call's route is served (a tenant's route: that tenant's, never the others')."""
 
-    async def check(_: Invocation) -> dict[str, Any]:
+    async def check(invocation: Invocation) -> dict[str, Any]:
         ready = await is_ready()
         return {
             "status": "ok" if ready else "degraded",
             "version": version,
-            "workflows": len(catalog.all()),
+            "workflows": len(pipeline.served(invocation)),
             "ready": ready,
         }
 
@@ -164,7 +164,7 @@ class SurfaceRoutes:
         self._channel = channel
         self._max_body_bytes = options.max_body_bytes
         self._explainer = explainer
-        self._check = health_check(pipeline.catalog, options.is_ready, options.version)
+        self._check = health_check(pipeline, options.is_ready, options.version)
 
     def routes(self, *, health: str, explain: str) -> list[HotRoute]:
         """The routes at these paths; explain only when there is an explainer to answer it."""

@@ -151,7 +151,7 @@ class McpChannel:
         self._tools: dict[str, tuple[WorkflowInfo, types.Tool]] = {}
         self._manager: StreamableHTTPSessionManager | None = None
         self._local_credential: Credential | None = None
-        self._health = health_check(pipeline.catalog, is_ready, version)
+        self._health = health_check(pipeline, is_ready, version)
         # On a loopback host, check Host/Origin as the SDK does, so a web page cannot reach the
         # server through DNS rebinding; on other hosts the operator's proxy owns that.
         self._security = (

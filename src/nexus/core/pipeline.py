@@ -7,6 +7,7 @@ route it arrived by) and render what comes back; only the pipeline decides the t
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -21,11 +22,11 @@ from nexus.core.auth.service import LoginRefusedError
 from nexus.core.authorization import Authorizer
 from nexus.core.catalog import Catalog, Registration
 from nexus.core.identity import Authenticator
-from nexus.core.policy.permission import RESOURCES_SURFACE
+from nexus.core.policy.permission import AUTHZ_SURFACE, METRICS_SURFACE, RESOURCES_SURFACE
 from nexus.core.ports import Clock, Meter
 from nexus.core.ratelimit import Limiter
 from nexus.core.tenancy.context import tenant_context_of
-from nexus.core.tenancy.gate import TenantGate, TenantRefusedError
+from nexus.core.tenancy.gate import NO_TENANT, TenantGate, TenantRefusedError
 from nexus.core.tenancy.model import Tenant
 from nexus.core.types import Action, Decision, Invocation, Outcome, Principal, Result, WorkflowInfo
 from nexus.errors import (
@@ -38,6 +39,7 @@ from nexus.errors import (
     InvalidInputError,
     NexusError,
     RateLimitedError,
+    TenantConflictError,
     WorkflowFailedError,
     WorkflowNotFoundError,
 )
@@ -52,9 +54,14 @@ ALL_WORKFLOWS = "*"
 UNKNOWN_WORKFLOW = "_unknown"
 # The audit's and the metrics' name for the login conversation (login, second factor, tokens, logout).
 AUTH_SURFACE = "_auth"
+# Surfaces that span every tenant: served on the platform's route only. (Tenant administration
+# is too, except what a tenant's own administrators may do: its routes decide that.)
+_PLATFORM_SURFACES = frozenset({METRICS_SURFACE, AUTHZ_SURFACE})
+_NONE: frozenset[str] = frozenset()
 
 _OUTCOMES: tuple[tuple[type[NexusError], Outcome], ...] = (
     (InvalidInputError, Outcome.INVALID_INPUT),
+    (TenantConflictError, Outcome.INVALID_INPUT),
     (WorkflowNotFoundError, Outcome.NOT_FOUND),
     (AccountLockedError, Outcome.RATE_LIMITED),
     (AuthenticationError, Outcome.UNAUTHENTICATED),
@@ -66,10 +73,14 @@ _OUTCOMES: tuple[tuple[type[NexusError], Outcome], ...] = (
 )
 
 
-def _accesses(result: Result) -> str:
-    """The audit's note of a run that reached its tenant's data (TenantAssignmentNode, SQL)."""
-    nodes = result.tenant_accesses
-    return f"tenant data accessed by {', '.join(nodes)}" if nodes else ""
+def _login_refusal(error: NexusError, unknown_route: str | None) -> str:
+    """The audit's reason for a failed login step: what the caller must not learn (no tenant at
+    the route, or no member of it), which renders as a wrong password, or the error itself."""
+    if unknown_route is not None and isinstance(error, AuthenticationError):
+        return unknown_route
+    if isinstance(error, LoginRefusedError):
+        return error.audit_reason
+    return error.message
 
 
 def outcome_of(error: NexusError) -> Outcome:
@@ -147,7 +158,8 @@ class Pipeline:
     async def execute(self, invocation: Invocation) -> Result:
         if invocation.action is not Action.EXECUTE:
             invocation = replace(invocation, action=Action.EXECUTE)
-        return await self._call(invocation, self._run, _accesses)
+        notes: list[str] = []
+        return await self._call(invocation, functools.partial(self._run, notes=notes), notes=notes)
 
     async def describe(self, invocation: Invocation) -> WorkflowInfo:
         return await self._call(replace(invocation, action=Action.READ), self._describe)
@@ -225,7 +237,9 @@ class Pipeline:
         invocation: Invocation,
         operation: Callable[[Invocation], Awaitable[T]],
         noted: Callable[[T], str] | None = None,
+        notes: list[str] | None = None,
     ) -> T:
+        """`notes` collects what the operation says for the audit, whether it succeeds or fails."""
         trail = _Trail(invocation)
         started = self._clock.monotonic()
         try:
@@ -252,6 +266,8 @@ class Pipeline:
             log.exception("unexpected error", extra={"request_id": invocation.request_id})
             raise InternalError(f"Unexpected error; request id {invocation.request_id}.") from exc
         finally:
+            if notes:
+                trail.reason = "; ".join(filter(None, (trail.reason, *notes)))
             await self._finish(trail, started)
 
     async def account(self, invocation: Invocation, operation: Callable[[AuditSubject], Awaitable[T]]) -> T:
@@ -264,25 +280,18 @@ class Pipeline:
         trail = _Trail(invocation, metric_workflow=AUTH_SURFACE)
         subject = AuditSubject()
         started = self._clock.monotonic()
+        unknown_route: str | None = None
         try:
             await self._limiter.check(invocation)
-            if self.tenancy is not None:
-                tenant = await self.tenancy.resolve(invocation.route, invocation.client_addr)
-                if tenant is not None:
-                    subject.tenant_id = tenant.tenant_id
-                    trail.invocation = replace(trail.invocation, tenant_id=tenant.tenant_id)
-                    self.tenancy.check_active(tenant)
+            unknown_route = await self._login_tenant(trail, subject)
             value = await operation(subject)
             trail.outcome, trail.error_code = Outcome.SUCCESS, None
             return value
-        except TenantRefusedError as exc:
-            trail.outcome, trail.error_code, trail.reason = outcome_of(exc), exc.code, exc.refusal.reason
-            raise
         except NexusError as exc:
             trail.outcome, trail.error_code = outcome_of(exc), exc.code
-            # A refusal whose cause the caller must not learn (no member of the route's tenant)
-            # renders as a wrong password; the audit gets the real reason.
-            trail.reason = exc.audit_reason if isinstance(exc, LoginRefusedError) else exc.message
+            # A refusal whose cause the caller must not learn (no member of the route's tenant, or
+            # no tenant at the route) renders as a wrong password; the audit gets the real reason.
+            trail.reason = _login_refusal(exc, unknown_route)
             raise
         except Exception as exc:
             log.exception("unexpected error", extra={"request_id": invocation.request_id})
@@ -291,8 +300,32 @@ class Pipeline:
             if subject.principal_id is not None:
                 who = Principal(id=subject.principal_id, kind="login")
                 trail.invocation = replace(trail.invocation, principal=who)
+            if subject.tenant_id not in (None, NO_TENANT, trail.invocation.tenant_id):
+                # The step knew better whose login this was (a sign-on begun on a tenant's route
+                # and called back on the platform's): audited under that tenant.
+                trail.invocation = replace(trail.invocation, tenant_id=subject.tenant_id)
             trail.reason = trail.reason or subject.reason
             await self._finish(trail, started)
+
+    async def _login_tenant(self, trail: _Trail, subject: AuditSubject) -> str | None:
+        """Tell the login step whose route it came by; the audit reason when it names no tenant.
+
+        A route naming no tenant is not answered as such before anyone proved who they are: the
+        step runs for a tenant nobody belongs to, so a login fails as a wrong password would
+        (suspension is checked when a session would open, after membership): strangers learn
+        nothing of a tenant's existence or state."""
+        if self.tenancy is None:
+            return None
+        invocation = trail.invocation
+        try:
+            tenant = await self.tenancy.resolve(invocation.route, invocation.client_addr)
+        except TenantRefusedError as refused:
+            subject.tenant_id = NO_TENANT
+            return refused.refusal.reason
+        if tenant is not None:
+            subject.tenant_id = tenant.tenant_id
+            trail.invocation = replace(invocation, tenant_id=tenant.tenant_id)
+        return None
 
     def _check_step_up(self, step_up: StepUp, invocation: Invocation, trail: _Trail) -> None:
         tags = () if trail.info is None else trail.info.tags
@@ -356,12 +389,19 @@ class Pipeline:
 
     def _authorize(self, invocation: Invocation, trail: _Trail) -> Decision:
         surface = invocation.surface
+        if surface in _PLATFORM_SURFACES and invocation.tenant_id is not None:
+            # Metrics and explain span every tenant: a tenant's route never serves them,
+            # whatever its members' roles.
+            trail.metric_workflow = invocation.workflow
+            trail.reason = f"the {surface} surface is served on the platform's route only"
+            raise ForbiddenError(f"This is served on the platform's route only, not a tenant's ({surface}).")
         if invocation.workflow == ALL_WORKFLOWS:
             trail.metric_workflow = ALL_WORKFLOWS
             info = None
         elif surface is None or surface == RESOURCES_SURFACE:
             entry = self.catalog.get(invocation.workflow)
-            if not entry.serves(invocation.tenant_id):  # another tenant's, or the platform's
+            shared = self.tenancy.shared_with(trail.tenant) if self.tenancy is not None else _NONE
+            if not entry.serves(invocation.tenant_id, shared):  # another tenant's, or the platform's
                 trail.reason = "not served on this route"
                 raise WorkflowNotFoundError(f"No workflow named {invocation.workflow[:64]!r}.")
             info = trail.info = entry.info
@@ -380,12 +420,14 @@ class Pipeline:
             raise ForbiddenError(f"Not allowed to {invocation.action} {invocation.workflow!r} here.")
         return decision
 
-    async def _run(self, invocation: Invocation) -> Result:
+    async def _run(self, invocation: Invocation, *, notes: list[str]) -> Result:
+        """Run the workflow; `notes` gets, for the audit, which nodes reached the tenant's data,
+        whether the run then succeeds or fails."""
         entry = self.catalog.get(invocation.workflow)
         started = self._clock.monotonic()
         run_id = new_run_id()
         tenant = self._tenant_of(invocation)
-        accessed: tuple[str, ...] = ()
+        context: Mapping[str, Any] | None = None
         try:
             # The runtime validates the inputs against the declared schema before any node runs;
             # callers give workflow inputs only, never parameters aimed at one node.
@@ -403,13 +445,14 @@ class Pipeline:
                         run_id=run_id,
                         context=context,
                     )
-                tenant_context = tenant_context_of(context)
-                accessed = tenant_context.accesses if tenant_context is not None else ()
         finally:
             self._meter.observe_workflow(entry.name, self._clock.monotonic() - started)
+            tenant_context = tenant_context_of(context) if context is not None else None
+            if tenant_context is not None and tenant_context.accesses:
+                notes.append(f"tenant data accessed by {', '.join(tenant_context.accesses)}")
         self._check_encodable(outputs)
         duration_ms = round((self._clock.monotonic() - started) * 1000, 3)
-        return Result(run_id, entry.name, outputs, duration_ms, accessed)
+        return Result(run_id=run_id, workflow=entry.name, outputs=outputs, duration_ms=duration_ms)
 
     def _check_encodable(self, outputs: Mapping[str, Mapping[str, Any]]) -> None:
         """Fail the run, naming the node, when its outputs cannot be sent to any channel."""
@@ -425,10 +468,22 @@ class Pipeline:
         return self.catalog.get(invocation.workflow).info
 
     async def _list(self, invocation: Invocation) -> Sequence[WorkflowInfo]:
-        return [entry.info for entry in self.catalog.all() if self._may_see(invocation, entry)]
+        shared = self._shared_of(invocation)
+        return [entry.info for entry in self.catalog.all() if self._may_see(invocation, entry, shared)]
 
-    def _may_see(self, invocation: Invocation, entry: Registration) -> bool:
-        if not entry.serves(invocation.tenant_id):
+    def served(self, invocation: Invocation) -> list[Registration]:
+        """The workflows an admitted call's route is served (before authorization decides)."""
+        shared = self._shared_of(invocation)
+        return [entry for entry in self.catalog.all() if entry.serves(invocation.tenant_id, shared)]
+
+    def _shared_of(self, invocation: Invocation) -> frozenset[str]:
+        if invocation.tenant_id is None or self.tenancy is None:
+            return _NONE
+        # One index read: the tenant admitted (its shares may have changed since).
+        return self.tenancy.shared_with(self.tenancy.tenant(invocation.tenant_id))
+
+    def _may_see(self, invocation: Invocation, entry: Registration, shared: frozenset[str]) -> bool:
+        if not entry.serves(invocation.tenant_id, shared):
             return False
         return self.authorizer.decide(invocation, entry.info).allowed  # a listing asks to read
 

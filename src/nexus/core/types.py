@@ -158,8 +158,6 @@ class Result:
     workflow: str
     outputs: Mapping[str, Mapping[str, Any]]
     duration_ms: float
-    tenant_accesses: tuple[str, ...] = ()
-    """The nodes that reached the tenant's data (for the audit record; never rendered)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,6 +184,7 @@ class AsyncSQLDatabaseNode(Node):
         # Context wins over inputs: a caller must not choose another tenant's schema or database.
         values = {**inputs, **context}
         if tenant is not None:
+            self._check_identifiers(inputs)
             values["tenant_id"] = tenant["tenant_id"]
         clause = self._clause if self._clause is not None else text(self._fill(self._query, values))
         url = self._url
@@ -245,6 +246,16 @@ class AsyncSQLDatabaseNode(Node):
                 "which connection_string must name (for example '.../${tenant_id}_database')",
                 node_id=self.node_id,
             )
+
+    def _check_identifiers(self, inputs: Mapping[str, Any]) -> None:
+        """A caller's identifier never names PostgreSQL's catalog: it is on every search path, and
+        would list other tenants' schemas and tables (`${table}` = pg_tables)."""
+        for name in self._templates:
+            value = inputs.get(name)
+            if isinstance(value, str) and (
+                value.lower().startswith("pg_") or value.lower() == "information_schema"
+            ):
+                raise self.input_error(name, "a tenant's statement cannot name PostgreSQL's own catalog")
 
     def _fill(self, sql_text: str, values: Mapping[str, Any]) -> str:
         return fill_template(sql_text, values, identifiers_only=True, node_id=self.node_id)

@@ -181,6 +181,10 @@ tenants = Table(
     Column("api_subdomain", Text, nullable=True),
     Column("cli_prefix", Text, nullable=True),
     Column("mcp_port", Integer, nullable=True),
+    # A JSON list of the workflow names shared with the tenant.
+    Column("shared_workflows", Text, nullable=False, server_default="[]"),
+    # When the tenant was deleted: the row stays so the id is never reused; its routes are freed.
+    Column("deleted_at", UtcDateTime, nullable=True),
     UniqueConstraint("api_subdomain", name="uq_tenants_api_subdomain"),
     UniqueConstraint("cli_prefix", name="uq_tenants_cli_prefix"),
     UniqueConstraint("mcp_port", name="uq_tenants_mcp_port"),

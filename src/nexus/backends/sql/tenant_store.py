@@ -1,17 +1,19 @@
 """`TenantStore` on the SQL state database (table `tenants`): the registry every tenant shares.
 
 The config is stored as JSON; its routes are copied into unique columns so that the database itself
-refuses two tenants on one API subdomain, CLI prefix or MCP port.
+refuses two tenants on one API subdomain, CLI prefix or MCP port. The workflows shared with a
+tenant are a JSON list of names, changed under the row's lock.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -19,7 +21,7 @@ from nexus.backends.sql.engine import SQLITE_WRITE_LOCK, changed_rows, reading, 
 from nexus.backends.sql.schema import require_aware, tenants
 from nexus.backends.sql.user_store import dump_object
 from nexus.core.tenancy.model import Tenant, TenantConfig, TenantStatus
-from nexus.errors import ConfigurationError
+from nexus.errors import TenantConflictError
 
 
 class SqlTenantStore:
@@ -35,7 +37,7 @@ class SqlTenantStore:
         """Store a new tenant.
 
         Raises:
-            ConfigurationError: the id, the API subdomain, the CLI prefix or the MCP port is taken.
+            TenantConflictError: the id, the API subdomain, the CLI prefix or the MCP port is taken.
         """
         row = _to_row(tenant)
         async with transaction(self._writer) as connection:
@@ -47,13 +49,13 @@ class SqlTenantStore:
                 routes = ", ".join(
                     f"{name} {value!r}" for name, value in _routes(tenant) if value is not None
                 )
-                raise ConfigurationError(
+                raise TenantConflictError(
                     f"The tenant id {tenant.tenant_id!r} or one of its routes ({routes or 'none'}) "
                     "is already another tenant's."
                 ) from exc
 
     async def get(self, tenant_id: str) -> Tenant | None:
-        query = select(tenants).where(tenants.c.tenant_id == tenant_id)
+        query = select(tenants).where(tenants.c.tenant_id == tenant_id, _LIVE)
         async with reading(self._engine) as connection:
             row = (await connection.execute(query)).mappings().first()
         return None if row is None else _to_tenant(row)
@@ -61,7 +63,8 @@ class SqlTenantStore:
     async def list(self) -> Sequence[Tenant]:
         """Every tenant, by id."""
         async with reading(self._engine) as connection:
-            rows = (await connection.execute(select(tenants).order_by(tenants.c.tenant_id))).mappings().all()
+            query = select(tenants).where(_LIVE).order_by(tenants.c.tenant_id)
+            rows = (await connection.execute(query)).mappings().all()
         return [_to_tenant(row) for row in rows]
 
     async def set_suspended(self, tenant_id: str, at: datetime | None) -> bool:
@@ -70,11 +73,37 @@ class SqlTenantStore:
             values: dict[str, Any] = {"status": TenantStatus.ACTIVE.value, "suspended_at": None}
         else:
             values = {"status": TenantStatus.SUSPENDED.value, "suspended_at": require_aware(at, "at")}
-        statement = update(tenants).where(tenants.c.tenant_id == tenant_id).values(**values)
+        statement = update(tenants).where(tenants.c.tenant_id == tenant_id, _LIVE).values(**values)
         return await changed_rows(self._engine, statement) == 1
 
-    async def delete(self, tenant_id: str) -> bool:
-        return await changed_rows(self._engine, delete(tenants).where(tenants.c.tenant_id == tenant_id)) == 1
+    async def delete(self, tenant_id: str, at: datetime) -> bool:
+        """Mark the tenant deleted at `at`: gone from every listing and route (its routes are free
+        for other tenants), its id never reused. False when there is no such live tenant."""
+        statement = (
+            update(tenants)
+            .where(tenants.c.tenant_id == tenant_id, _LIVE)
+            .values(deleted_at=require_aware(at, "at"), api_subdomain=None, cli_prefix=None, mcp_port=None)
+        )
+        return await changed_rows(self._engine, statement) == 1
+
+    async def set_workflow_shared(self, tenant_id: str, workflow: str, shared: bool) -> Tenant | None:
+        """Add `workflow` to the tenant's shared workflows (or take it out); None when no such tenant.
+
+        The row is read and written in one transaction holding its lock (SQLite: the write lock from
+        BEGIN; PostgreSQL: FOR UPDATE), so concurrent shares of one tenant never lose each other.
+        """
+        query = select(tenants).where(tenants.c.tenant_id == tenant_id, _LIVE).with_for_update()
+        async with transaction(self._writer) as connection:
+            row = (await connection.execute(query)).mappings().first()
+            if row is None:
+                return None
+            tenant = _to_tenant(row)
+            names = tenant.shared_workflows | {workflow} if shared else tenant.shared_workflows - {workflow}
+            changed = replace(tenant, shared_workflows=frozenset(names))  # checks the name first
+            if changed.shared_workflows != tenant.shared_workflows:
+                statement = update(tenants).where(tenants.c.tenant_id == tenant_id)
+                await connection.execute(statement.values(shared_workflows=_names(changed)))
+        return changed
 
 
 def _routes(tenant: Tenant) -> tuple[tuple[str, str | int | None], ...]:
@@ -87,15 +116,24 @@ def _routes(tenant: Tenant) -> tuple[tuple[str, str | int | None], ...]:
 
 
 async def _refuse_taken(connection: AsyncConnection, tenant: Tenant) -> None:
-    id_query = select(tenants.c.tenant_id).where(tenants.c.tenant_id == tenant.tenant_id)
-    if (await connection.execute(id_query)).first() is not None:
-        raise ConfigurationError(f"A tenant with id {tenant.tenant_id!r} already exists.")
+    id_query = select(tenants.c.deleted_at).where(tenants.c.tenant_id == tenant.tenant_id)
+    found = (await connection.execute(id_query)).first()
+    if found is not None:
+        raise TenantConflictError(
+            f"A tenant with id {tenant.tenant_id!r} already exists."
+            if found.deleted_at is None
+            else f"Tenant id {tenant.tenant_id!r} belonged to a deleted tenant; ids are never reused."
+        )
     for name, value in _routes(tenant):
         if value is None:
             continue
         query = select(tenants.c.tenant_id).where(tenants.c[name] == value)
         if (await connection.execute(query)).first() is not None:
-            raise ConfigurationError(f"The {name} {value!r} is already another tenant's.")
+            raise TenantConflictError(f"The {name} {value!r} is already another tenant's.")
+
+
+# Deleted tenants' rows stay (their ids are never reused) but are no tenant's any more.
+_LIVE = tenants.c.deleted_at.is_(None)
 
 
 def _to_row(tenant: Tenant) -> dict[str, Any]:
@@ -107,8 +145,13 @@ def _to_row(tenant: Tenant) -> dict[str, Any]:
         "status": TenantStatus(tenant.status).value,
         "created_at": require_aware(tenant.created_at, "created_at"),
         "suspended_at": None if suspended_at is None else require_aware(suspended_at, "suspended_at"),
+        "shared_workflows": _names(tenant),
         **dict(_routes(tenant)),
     }
+
+
+def _names(tenant: Tenant) -> str:
+    return json.dumps(sorted(tenant.shared_workflows))
 
 
 def _to_tenant(row: Any) -> Tenant:
@@ -119,4 +162,5 @@ def _to_tenant(row: Any) -> Tenant:
         created_at=row["created_at"],
         status=TenantStatus(row["status"]),
         suspended_at=row["suspended_at"],
+        shared_workflows=frozenset(json.loads(row["shared_workflows"])),
     )

@@ -5,7 +5,7 @@ Imports only the auth ports and the throttle, so the service and its second-fact
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from nexus.core.auth.ports import (
@@ -43,3 +43,5 @@ class IdentityParts:
     sms: SmsSender | None = None
     seats: SessionSeats | None = None
     """Live-session quotas (a tenant's `cli_sessions`); None: sessions are not counted."""
+    tenant_admission: Callable[[str], None] | None = None
+    """Refuses a session about to open in a suspended (or deleted) tenant; None without tenancy."""

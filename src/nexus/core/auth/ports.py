@@ -184,8 +184,8 @@ class SessionSeats(Protocol):
         """Hold a seat for a new session; `QuotaExceededError` when none is free."""
         ...
 
-    async def keep(self, session: Session) -> None:
-        """The session is in use: keep its seat (take one again if it lapsed)."""
+    async def keep(self, session: Session, channel: Channel) -> None:
+        """The session is in use on `channel`: keep its seat (take one if it has none)."""
         ...
 
     async def release(self, session: Session) -> None: ...

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -46,6 +46,7 @@ from nexus.errors import (
 __all__ = [
     "RECOVERY_CODES",
     "SESSION_PREFIX",
+    "SSO_UNKNOWN",
     "AccessToken",
     "Enrollment",
     "Grant",
@@ -61,19 +62,53 @@ _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 _MIN_PASSWORD = 8
 _MAX_PASSWORD = 1024
 _WRONG_LOGIN = "The username or password is wrong."
+# What a callback on another tenant's route hears: the sign-on is unknown there.
+SSO_UNKNOWN = "The sign-on is unknown, expired or already used; start again."
 
 
 class LoginRefusedError(AuthenticationError):
     """A login refused for a reason the caller must not learn (the account is no member of the
-    route's tenant): it renders exactly as a wrong password; `audit_reason` is for the audit only."""
+    route's tenant, a sign-on begun on another tenant's route): it renders as a plain failed login;
+    `audit_reason` is for the audit only."""
 
     def __init__(self, message: str, *, audit_reason: str) -> None:
         super().__init__(message)
         self.audit_reason = audit_reason
 
 
+def _check_route(user: User, tenant_id: str | None) -> None:
+    """A login belongs to the route it came by: a tenant's members on that tenant's route, and the
+    platform's route only for accounts of no tenant (tenant credentials never work there)."""
+    if tenant_id is None:
+        if user.tenants:
+            raise LoginRefusedError(
+                _WRONG_LOGIN, audit_reason="a tenant member's login on the platform's route"
+            )
+    elif tenant_id not in user.tenants:
+        raise _not_a_member(tenant_id)
+
+
 def _not_a_member(tenant_id: str) -> LoginRefusedError:
     return LoginRefusedError(_WRONG_LOGIN, audit_reason=f"not a member of tenant {tenant_id}")
+
+
+def _sso_elsewhere(begun_in: str | None) -> str:
+    # Names neither tenant: the record is kept under the callback's tenant, and the other
+    # tenant's name is not its business.
+    where = "the platform's route" if begun_in is None else "another tenant's route"
+    return f"single sign-on begun on {where}, not this tenant's"
+
+
+def _read_sso_state(state: str) -> tuple[Channel, str, str | None]:
+    """(channel, return_to, tenant) as `begin_sso` packed them into the pending state."""
+    try:
+        begun = json.loads(state)
+        tenant = begun.get("tenant")
+        if tenant is not None and not isinstance(tenant, str):
+            raise TypeError("tenant")
+        return Channel(begun["channel"]), str(begun["to"]), tenant
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise AuthenticationError("The sign-on state is not one this server issued.") from exc
 
 
 def check_username(username: object) -> str:
@@ -101,7 +136,13 @@ class IdentityService:
         self.mfa = mfa
         self.policy = sessions
         self._sessions = SessionKeeper(
-            parts.sessions, parts.tokens, clock, mfa=mfa, policy=sessions, seats=parts.seats
+            parts.sessions,
+            parts.tokens,
+            clock,
+            mfa=mfa,
+            policy=sessions,
+            seats=parts.seats,
+            tenant_admission=parts.tenant_admission,
         )
         self._standing = AccountStanding(
             parts.users,
@@ -235,9 +276,11 @@ class IdentityService:
             raise AuthenticationError(_WRONG_LOGIN)
         # Checked after the password, and counted like a wrong one: neither the answer, its
         # timing nor the lockout tells anyone which tenants an account belongs to.
-        if tenant_id is not None and tenant_id not in user.tenants:
+        try:
+            _check_route(user, tenant_id)
+        except LoginRefusedError:
             await throttle.failed(attempt)
-            raise _not_a_member(tenant_id)
+            raise
         method = "ldap" if user.source == "ldap" else "password"
         grant = await self._after_first_factor(user, method, channel, (username, address), tenant_id)
         # Only a finished login (second factor included) clears failures and trusts the address.
@@ -252,36 +295,51 @@ class IdentityService:
         """
         return await self._first.link(identity)
 
-    async def begin_sso(self, protocol: str, channel: Channel, return_to: str) -> str:
-        """The identity provider URL to send the browser to; `return_to` is where it comes back."""
-        state = json.dumps({"channel": channel.value, "to": return_to})
+    async def begin_sso(
+        self, protocol: str, channel: Channel, return_to: str, *, tenant_id: str | None = None
+    ) -> str:
+        """The identity provider URL to send the browser to; `return_to` is where it comes back.
+
+        The login is to `tenant_id` (None: the platform), the tenant whose route it began on: it is
+        kept in the pending state, since providers call back at one fixed address for every tenant.
+        """
+        state = json.dumps({"channel": channel.value, "to": return_to, "tenant": tenant_id})
         return (await self._sso(protocol).begin(return_to=state)).url
 
     async def complete_sso(
-        self, protocol: str, params: Mapping[str, str], address: str = "", *, tenant_id: str | None = None
+        self,
+        protocol: str,
+        params: Mapping[str, str],
+        address: str = "",
+        *,
+        tenant_id: str | None = None,
+        admit: Callable[[str], Awaitable[None]] | None = None,
     ) -> tuple[Grant, str]:
-        """Finish an SSO login to `tenant_id`'s route (None: the platform's); returns the grant and
-        where the browser asked to go afterwards.
+        """Finish an SSO login to the tenant it began in; returns the grant and where the browser
+        asked to go afterwards.
 
-        `address` is the client's, for throttling wrong second factors (empty when unknown: those
-        are then counted under one shared address). Raises `MfaRequiredError` (carrying
-        `return_to`) when a second factor is due, and `LoginRefusedError` when the account is no
-        member of the tenant.
+        `tenant_id` is the tenant whose route the callback came by (None: the platform's); it must
+        be the platform's or the one the login began in. `admit(tenant)` checks the tenant it began
+        in may still be logged in to (exists, not suspended) and raises otherwise. `address` is the
+        client's, for throttling wrong second factors (empty when unknown: those are then counted
+        under one shared address). Raises `MfaRequiredError` (carrying `return_to`) when a second
+        factor is due, and `LoginRefusedError` when the callback came by another tenant's route or
+        the account is no member of the tenant.
         """
         identity, state = await self._sso(protocol).complete(params)
-        try:
-            begun = json.loads(state)
-            channel, return_to = Channel(begun["channel"]), str(begun["to"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise AuthenticationError("The sign-on state is not one this server issued.") from exc
+        channel, return_to, begun_in = _read_sso_state(state)
+        # Checked before the account is linked: a login elsewhere creates and refreshes nothing.
+        if tenant_id is not None and tenant_id != begun_in:
+            raise LoginRefusedError(SSO_UNKNOWN, audit_reason=_sso_elsewhere(begun_in))
+        if begun_in is not None and admit is not None:
+            await admit(begun_in)
         user = await self._first.link(identity)
         if user.disabled:
             raise AuthenticationError("This account is disabled.")
-        if tenant_id is not None and tenant_id not in user.tenants:
-            raise _not_a_member(tenant_id)
+        _check_route(user, begun_in)
         try:
             grant = await self._after_first_factor(
-                user, protocol, channel, (user.username, address), tenant_id
+                user, protocol, channel, (user.username, address), begun_in
             )
         except (MfaRequiredError, MfaEnrollmentRequiredError) as due:
             due.detail["return_to"] = return_to

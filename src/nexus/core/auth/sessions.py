@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -58,8 +59,10 @@ class SessionKeeper:
         mfa: MfaPolicy,
         policy: SessionPolicy,
         seats: SessionSeats | None = None,
+        tenant_admission: Callable[[str], None] | None = None,
     ) -> None:
         self._seats = seats
+        self._admit_tenant = tenant_admission
         self._store = store
         self._tokens = tokens
         self._clock = clock
@@ -98,6 +101,9 @@ class SessionKeeper:
             tenant_id=tenant_id,
             tenants=user.tenants,
         )
+        if tenant_id is not None and self._admit_tenant is not None:
+            # After the first factor and membership: only the tenant's members learn it is suspended.
+            self._admit_tenant(tenant_id)
         if self._seats is not None:
             await self._seats.take(session)  # a full tenant refuses the login before it exists
         try:
@@ -206,7 +212,7 @@ class SessionKeeper:
         if self._mfa.due(session.roles, channel) and channel not in session.mfa_channels:
             raise AuthenticationError("This session has not passed the second factor this channel needs.")
         if self._seats is not None:
-            await self._seats.keep(session)
+            await self._seats.keep(session, channel)
         return Principal(
             id=session.user_id,
             kind=session.method,

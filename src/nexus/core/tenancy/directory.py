@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from nexus.core.ports import Clock
 from nexus.core.tenancy.model import Tenant
@@ -45,6 +45,8 @@ class TenantDirectory:
         self._started = 0  # reloads begun
         self._installed = 0  # the newest reload whose index is in force
         self._refreshing = asyncio.Lock()
+        self.on_removed: Callable[[frozenset[str]], None] | None = None
+        """Told the ids of tenants gone since the last reload (deleted here or on another node)."""
 
     async def current(self) -> TenantRouter:
         """The router, refreshed first when its index is older than `refresh_s`.
@@ -66,8 +68,12 @@ class TenantDirectory:
         tenants = await self._store.list()
         if generation > self._installed:
             self._installed = generation
+            before = self.router.index.by_id
             self.router = TenantRouter(self.router.rules, TenantIndex.of(tenants))
             self._loaded_at = self._clock.monotonic()
+            gone = before.keys() - self.router.index.by_id.keys()
+            if gone and self.on_removed is not None:
+                self.on_removed(frozenset(gone))
 
     def _is_due(self) -> bool:
         now = self._clock.monotonic()
@@ -94,9 +100,15 @@ class TenantDirectory:
         return changed
 
     async def delete(self, tenant_id: str) -> bool:
-        deleted = await self._store.delete(tenant_id)
+        deleted = await self._store.delete(tenant_id, self._clock.now())
         await self.reload()
         return deleted
+
+    async def set_workflow_shared(self, tenant_id: str, workflow: str, shared: bool) -> Tenant | None:
+        """Share `workflow` with the tenant (or take it back); None when there is no such tenant."""
+        tenant = await self._store.set_workflow_shared(tenant_id, workflow, shared)
+        await self.reload()
+        return tenant
 
     async def list(self) -> Sequence[Tenant]:
         return await self._store.list()

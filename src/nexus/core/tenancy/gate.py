@@ -21,6 +21,10 @@ from nexus.core.types import Principal, RouteKind, TenantRoute
 from nexus.errors import TenantNotFoundError, TenantSuspendedError
 
 _NOT_HERE = "Nothing is served to this credential at this address."
+NO_TENANT = "-"
+"""The tenant of a login on a route that names no tenant: no account belongs to it, so the login
+fails as a wrong password would (it cannot be a tenant id)."""
+_NONE: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +106,24 @@ class TenantGate:
                 )
             )
 
+    def admit_session(self, tenant_id: str) -> None:
+        """A session is about to open in `tenant_id` (its member proved who they are): refuse it
+        when the tenant is suspended, or gone since the login began."""
+        tenant = self.tenant(tenant_id)
+        if tenant is None:
+            raise TenantRefusedError(Refusal(tenant_id, f"tenant {tenant_id} is gone"))
+        self.check_active(tenant)
+
     def tenant(self, tenant_id: str) -> Tenant | None:
         """A tenant of the index in force (one dictionary read)."""
         return self.directory.router.index.by_id.get(tenant_id)
+
+    def shared_with(self, tenant: Tenant | None) -> frozenset[str]:
+        """The workflows shared with `tenant` that its routes serve: none while workflow_sharing
+        is False, so shares stored before the policy was closed never reach a caller."""
+        if tenant is None or self.policy.workflow_sharing is False:
+            return _NONE
+        return tenant.shared_workflows
 
 
 def _lookup(router: TenantRouter, route: TenantRoute) -> Tenant | None:

@@ -44,7 +44,7 @@ class LeaseGauge(Protocol):
 
 class TenantStore(Protocol):
     async def add(self, tenant: Tenant) -> None:
-        """Raises `ConfigurationError` when the id, the API subdomain, the CLI prefix or the MCP
+        """Raises `TenantConflictError` when the id, the API subdomain, the CLI prefix or the MCP
         port is already another tenant's (each routes to exactly one tenant)."""
         ...
 
@@ -58,7 +58,15 @@ class TenantStore(Protocol):
         """Suspend (at `at`) or reactivate (None); False when there is no such tenant."""
         ...
 
-    async def delete(self, tenant_id: str) -> bool: ...
+    async def delete(self, tenant_id: str, at: datetime) -> bool:
+        """Delete the tenant (at `at`): gone from every listing and route, which others may then
+        take; its id is never given out again (credentials, sessions and audit records name it)."""
+        ...
+
+    async def set_workflow_shared(self, tenant_id: str, workflow: str, shared: bool) -> Tenant | None:
+        """Add `workflow` to the tenant's `shared_workflows` (or take it out), atomically: the tenant
+        as it is afterwards, or None when there is no such tenant."""
+        ...
 
 
 class TenantDataStore(Protocol):

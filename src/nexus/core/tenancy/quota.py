@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from nexus.core.ports import CounterStore, Meter
@@ -130,6 +130,12 @@ class TenantQuotas:
 
     async def close_cli_session(self, tenant_id: str, session_id: str) -> None:
         await self._release(tenant_id, Resource.CLI_SESSIONS, session_id)
+
+    def forget_all(self, tenant_ids: Iterable[str]) -> None:
+        """Deleted tenants: their usage series leave the metrics."""
+        if self._meter is not None:
+            for tenant_id in tenant_ids:
+                self._meter.forget_tenant(tenant_id)
 
     def check_tools(self, tenant: Tenant, tools: int) -> None:
         """Refuse exposing more than `mcp_tools` tools to the tenant over MCP (when enabling them)."""

@@ -1,10 +1,11 @@
 """A tenant's `cli_sessions` quota as the identity side sees it: seats for live CLI sessions.
 
-A login for the CLI on a tenant's route takes a seat (refused when the tenant has none free), every
-call with the session keeps it, logout gives it back. A seat is a lease of `SEAT_TTL_S`: a session
-ended any other way (revoked, expired) or left idle frees its seat within that time, and takes one
-again when it is used. Renewals go to the store at most every third of the lease per session.
-Imports only core and errors.
+A login for the CLI on a tenant's route takes a seat (refused when the tenant has none free), and
+so does any session the first time it is used on the CLI (a login made for another channel whose
+session mints a CLI token is a CLI session too); every CLI call keeps it, logout gives it back.
+A seat is a lease of `SEAT_TTL_S`: a session ended any other way (revoked, expired) or left idle
+frees its seat within that time, and takes one again when it is used. Renewals go to the store
+at most every third of the lease per session. Imports only core and errors.
 """
 
 from __future__ import annotations
@@ -38,19 +39,19 @@ class CliSessionSeats:
         self._ttl_s = ttl_s
         self._renewed: dict[str, float] = {}  # session id -> when its seat was last renewed here
 
-    def _counted(self, session: Session) -> Tenant | None:
-        if session.origin_channel is not Channel.CLI or session.tenant_id is None:
+    def _counted(self, session: Session, channel: Channel) -> Tenant | None:
+        if channel is not Channel.CLI or session.tenant_id is None:
             return None
         return self._tenant_of(session.tenant_id)
 
     async def take(self, session: Session) -> None:
-        tenant = self._counted(session)
+        tenant = self._counted(session, session.origin_channel)
         if tenant is not None:
             await self._quotas.open_cli_session(tenant, session.session_id, ttl_s=self._ttl_s)
             self._note(session.session_id)
 
-    async def keep(self, session: Session) -> None:
-        tenant = self._counted(session)
+    async def keep(self, session: Session, channel: Channel) -> None:
+        tenant = self._counted(session, channel)
         if tenant is None:
             return
         renewed = self._renewed.get(session.session_id)
@@ -61,7 +62,7 @@ class CliSessionSeats:
 
     async def release(self, session: Session) -> None:
         self._renewed.pop(session.session_id, None)
-        if session.origin_channel is Channel.CLI and session.tenant_id is not None:
+        if session.tenant_id is not None:  # it may hold a seat whatever channel it began on
             await self._quotas.close_cli_session(session.tenant_id, session.session_id)
 
     def _note(self, session_id: str) -> None:

@@ -124,8 +124,9 @@ class IdentityRig:
         password: str = PASSWORD,
         channel: Channel = Channel.API,
         address: str = ADDRESS,
+        tenant_id: str | None = None,
     ) -> Grant:
-        return await self.service.login(username, password, channel, address)
+        return await self.service.login(username, password, channel, address, tenant_id=tenant_id)
 
     async def mfa_challenge(
         self, username: str = "alice", channel: Channel = Channel.API, address: str = ADDRESS
@@ -135,9 +136,11 @@ class IdentityRig:
             await self.login(username, channel=channel, address=address)
         return challenge_of(raised.value)
 
-    async def enrollment_challenge(self, username: str = "alice", channel: Channel = Channel.API) -> str:
+    async def enrollment_challenge(
+        self, username: str = "alice", channel: Channel = Channel.API, tenant_id: str | None = None
+    ) -> str:
         with pytest.raises(MfaEnrollmentRequiredError) as raised:
-            await self.login(username, channel=channel)
+            await self.login(username, channel=channel, tenant_id=tenant_id)
         return challenge_of(raised.value)
 
     # -- second factors --------------------------------------------------------------------------
@@ -151,12 +154,15 @@ class IdentityRig:
         """Move to the next TOTP time step, so a fresh code exists."""
         self.clock.advance(TOTP_STEP_S)
 
-    async def enroll_totp(self, username: str = "alice") -> tuple[str, list[str]]:
-        """Enroll and activate TOTP during a login; the seed and the recovery codes handed out."""
-        challenge_id = await self.enrollment_challenge(username)
+    async def enroll_totp(
+        self, username: str = "alice", tenant_id: str | None = None
+    ) -> tuple[str, list[str]]:
+        """Enroll and activate TOTP during a login (on `tenant_id`'s route); the seed and the
+        recovery codes handed out."""
+        challenge_id = await self.enrollment_challenge(username, tenant_id=tenant_id)
         enrollment = await self.service.enroll(challenge_id, "totp")
         secret = str(enrollment.details["secret"])
-        _, codes = await self.service.activate(challenge_id, self.totp_code(secret))
+        _, codes = await self.service.activate(challenge_id, self.totp_code(secret), tenant_id=tenant_id)
         self.next_step()
         return secret, codes
 

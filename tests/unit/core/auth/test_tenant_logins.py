@@ -24,7 +24,14 @@ from nexus.core.auth.model import ExternalIdentity
 from nexus.core.auth.policy import ThrottlePolicy
 from nexus.core.auth.service import Grant, LoginRefusedError
 from nexus.core.types import Channel
-from nexus.errors import AccountLockedError, AuthenticationError, ConfigurationError, MfaRequiredError
+from nexus.errors import (
+    AccountLockedError,
+    AuthenticationError,
+    ConfigurationError,
+    MfaEnrollmentRequiredError,
+    MfaRequiredError,
+    TenantSuspendedError,
+)
 
 Build = Callable[..., IdentityRig]
 WRONG_LOGIN = "The username or password is wrong."
@@ -120,15 +127,17 @@ async def test_a_member_gets_a_session_in_the_tenant_with_the_users_tenants(rig:
     assert principal.roles == frozenset({"analyst"})
 
 
-async def test_a_login_on_the_platforms_route_makes_a_session_in_no_tenant(rig: IdentityRig) -> None:
+async def test_the_platforms_route_logs_in_accounts_of_no_tenant_only(rig: IdentityRig) -> None:
+    """A tenant's member could do nothing with a platform session (tenant credentials are refused
+    on the platform's routes, and the session is no tenant's): the login itself is refused, as a
+    wrong password would be, and the audit says why."""
     await add_member(rig, "alice", "acme")
     await add_member(rig, "root")
 
-    member = await tenant_login(rig, None)
+    with pytest.raises(LoginRefusedError, match=WRONG_LOGIN) as refused:
+        await tenant_login(rig, None)
+    assert refused.value.audit_reason == "a tenant member's login on the platform's route"
     platform = await tenant_login(rig, None, username="root")
-
-    principal = await rig.service.authenticate(member.access.token, Channel.API)
-    assert (principal.tenant_id, principal.tenants) == (None, frozenset({"acme"}))
     assert (platform.session.tenant_id, platform.session.tenants) == (None, frozenset())
 
 
@@ -143,9 +152,9 @@ async def test_a_user_of_no_tenant_is_refused_on_every_tenants_route(rig: Identi
 
 
 async def mfa_login(rig: IdentityRig, tenant_id: str | None) -> tuple[str, str]:
-    """Enroll TOTP for alice (a login on the platform's route), then begin a login for `tenant_id`:
+    """Enroll TOTP for alice (a login on acme's route, hers), then begin a login for `tenant_id`:
     the TOTP seed and the challenge asking for the code."""
-    secret, _ = await rig.enroll_totp("alice")
+    secret, _ = await rig.enroll_totp("alice", tenant_id="acme")
     with pytest.raises(MfaRequiredError) as raised:
         await tenant_login(rig, tenant_id)
     return secret, challenge_of(raised.value)
@@ -212,9 +221,23 @@ def dora() -> ExternalIdentity:
     return ExternalIdentity(source="oidc", subject="sub-123", username="dora", roles=frozenset({"staff"}))
 
 
-async def sso_params(rig: IdentityRig) -> dict[str, str]:
-    url = await rig.service.begin_sso("oidc", Channel.API, "/")
+async def sso_params(rig: IdentityRig, tenant_id: str | None = None) -> dict[str, str]:
+    """Begin a sign-on on `tenant_id`'s route; the callback's parameters the provider sends back."""
+    url = await rig.service.begin_sso("oidc", Channel.API, "/", tenant_id=tenant_id)
     return {"state": url.rpartition("state=")[2]}
+
+
+class Admission:
+    """Records the tenants a callback asked to admit; refuses those named in `refused`."""
+
+    def __init__(self, *refused: str) -> None:
+        self.asked: list[str] = []
+        self._refused = refused
+
+    async def __call__(self, tenant_id: str) -> None:
+        self.asked.append(tenant_id)
+        if tenant_id in self._refused:
+            raise TenantSuspendedError(f"Tenant {tenant_id!r} is suspended; its calls are refused.")
 
 
 async def test_single_sign_on_for_a_tenant_needs_membership_and_records_the_tenant(build: Build) -> None:
@@ -222,13 +245,86 @@ async def test_single_sign_on_for_a_tenant_needs_membership_and_records_the_tena
     rig = build(sso={"oidc": ScriptedSso(dora())})
 
     with pytest.raises(LoginRefusedError) as refused:
-        await rig.service.complete_sso("oidc", await sso_params(rig), tenant_id="acme")
+        await rig.service.complete_sso("oidc", await sso_params(rig, "acme"))
     await rig.service.update_user("dora", tenants=["acme"])
-    grant, _ = await rig.service.complete_sso("oidc", await sso_params(rig), tenant_id="acme")
+    grant, _ = await rig.service.complete_sso("oidc", await sso_params(rig, "acme"))
 
     assert refused.value.message == WRONG_LOGIN
     assert refused.value.audit_reason == "not a member of tenant acme"
     assert (grant.session.tenant_id, grant.session.tenants) == ("acme", frozenset({"acme"}))
+
+
+async def test_a_sign_on_belongs_to_the_tenant_it_began_in_wherever_the_provider_calls_back(
+    build: Build,
+) -> None:
+    """Unit test of the state rules only, with a scripted provider."""
+    rig = build(sso={"oidc": ScriptedSso(dora())})
+    await rig.service.complete_sso("oidc", await sso_params(rig))
+    await rig.service.update_user("dora", tenants=["acme"])
+
+    on_platform, _ = await rig.service.complete_sso("oidc", await sso_params(rig, "acme"))
+    on_its_own, _ = await rig.service.complete_sso("oidc", await sso_params(rig, "acme"), tenant_id="acme")
+
+    assert on_platform.session.tenant_id == on_its_own.session.tenant_id == "acme"
+
+
+@pytest.mark.parametrize(
+    ("begun_in", "called_back_on", "reason"),
+    [
+        ("acme", "globex", "single sign-on begun on another tenant's route, not this tenant's"),
+        (None, "acme", "single sign-on begun on the platform's route, not this tenant's"),
+    ],
+)
+async def test_a_callback_on_another_tenants_route_is_refused_before_any_account_is_touched(
+    build: Build, begun_in: str | None, called_back_on: str, reason: str
+) -> None:
+    """Unit test of the state rules only, with a scripted provider."""
+    rig = build(sso={"oidc": ScriptedSso(dora())})
+    params = await sso_params(rig, begun_in)
+    admit = Admission()
+
+    with pytest.raises(LoginRefusedError) as refused:
+        await rig.service.complete_sso("oidc", params, tenant_id=called_back_on, admit=admit)
+
+    assert refused.value.message == "The sign-on is unknown, expired or already used; start again."
+    assert refused.value.audit_reason == reason
+    assert await rig.users.find("dora") is None  # no account linked by a refused callback
+    assert admit.asked == []
+    with pytest.raises(AuthenticationError):  # the state is spent: it cannot be replayed on its route
+        await rig.service.complete_sso("oidc", params, tenant_id=begun_in)
+
+
+async def test_the_tenant_a_sign_on_began_in_is_admitted_before_the_account_is_linked(build: Build) -> None:
+    """Unit test of the admission hook only, with a scripted provider."""
+    rig = build(sso={"oidc": ScriptedSso(dora())})
+    admit = Admission("acme")
+
+    with pytest.raises(TenantSuspendedError):
+        await rig.service.complete_sso("oidc", await sso_params(rig, "acme"), admit=admit)
+    await rig.service.complete_sso("oidc", await sso_params(rig), admit=admit)
+
+    assert admit.asked == ["acme"]  # a platform sign-on has no tenant to admit
+    assert (await rig.stored_user("dora")).user_id == "oidc:sub-123"
+
+
+async def test_a_sign_on_whose_second_factor_is_due_finishes_only_on_its_tenants_route(
+    build: Build,
+) -> None:
+    rig = build(mfa=mfa_everywhere(), sso={"oidc": ScriptedSso(dora())})
+    with pytest.raises(AuthenticationError):
+        await rig.service.complete_sso("oidc", await sso_params(rig))  # links dora
+    await rig.service.update_user("dora", tenants=["acme"])
+    with pytest.raises(MfaEnrollmentRequiredError) as due:
+        await rig.service.complete_sso("oidc", await sso_params(rig, "acme"))
+    challenge_id = challenge_of(due.value)
+    secret = str((await rig.service.enroll(challenge_id, "totp")).details["secret"])
+
+    with pytest.raises(AuthenticationError, match=CHALLENGE_GONE):
+        await rig.service.activate(challenge_id, rig.totp_code(secret), tenant_id=None)
+    grant, _ = await rig.service.activate(challenge_id, rig.totp_code(secret), tenant_id="acme")
+
+    assert grant.session.tenant_id == "acme"
+    assert grant.session.method == "oidc"
 
 
 async def test_a_sign_on_refreshing_roles_keeps_the_users_tenants(build: Build) -> None:
@@ -239,7 +335,7 @@ async def test_a_sign_on_refreshing_roles_keeps_the_users_tenants(build: Build) 
     await rig.service.update_user("dora", tenants=["acme"])
     idp.next_identity = ExternalIdentity(source="oidc", subject="sub-123", username="dora", roles=frozenset())
 
-    grant, _ = await rig.service.complete_sso("oidc", await sso_params(rig), tenant_id="acme")
+    grant, _ = await rig.service.complete_sso("oidc", await sso_params(rig, "acme"))
 
     assert grant.session.roles == frozenset()
     assert grant.session.tenants == frozenset({"acme"})
