@@ -237,12 +237,19 @@ async def test_a_port_held_elsewhere_is_warned_about_and_taken_once_free(
     await eventually(lambda: world.server.tenant_ports.get("e") == port, "e's listener opens once free")
 
 
-async def test_path_routing_opens_no_tenant_listeners(tmp_path: Path) -> None:
-    app, _, ports, keys = await setup_world(tmp_path, mcp_routing="path")
+async def test_path_routing_opens_no_tenant_listeners_and_refuses_ports_nothing_would_serve(
+    tmp_path: Path,
+) -> None:
+    app = build(f"sqlite:///{tmp_path}/tenancy.db", mcp_routing="path")
+    port = free_port()
+    with pytest.raises(ConfigurationError, match="nothing would listen on it"):
+        await app.create_tenant("a", "Tenant a", {"api_subdomain": "a", "mcp_port": port})
+    await app.create_tenant("a", "Tenant a", {"api_subdomain": "a"})
+    key = (await app.create_api_key("a-key", tenants=["a"])).plaintext
     async with app.serving() as server:
         assert dict(server.tenant_ports) == {}
-        assert not is_listening(ports["a"])
-        via_path = McpClient(server.mcp_url.removesuffix("/mcp") + "/t/a/mcp", keys["a"])
+        assert not is_listening(port)
+        via_path = McpClient(server.mcp_url.removesuffix("/mcp") + "/t/a/mcp", key)
         assert tenant_of(await via_path.execute("whoami", {})) == "a"
 
 

@@ -22,7 +22,7 @@ from nexus.core.tenancy.model import IsolationLevel, Tenant
 from nexus.core.tenancy.quota import TenantQuotas
 from nexus.core.tenancy.routing import RoutingRules
 from nexus.enterprise.tenancy import TenantManager
-from nexus.errors import DependencyUnavailableError, QuotaExceededError
+from nexus.errors import DependencyUnavailableError, QuotaExceededError, TenantConflictError
 from nexus.testing.clock import FakeClock
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -100,7 +100,9 @@ async def test_a_failure_after_the_tenant_is_registered_does_not_drop_its_data()
     assert ("drop", "acme") not in data.calls, "a registered tenant's schema and role were dropped"
 
 
-async def test_a_tenant_recreated_under_a_deleted_ones_id_does_not_inherit_its_storage_measure() -> None:
+async def test_a_deleted_tenants_id_and_storage_measure_are_never_inherited() -> None:
+    """A new tenant cannot take a deleted one's id at all; and the deleted tenant's storage gate
+    (keyed by id and creation time) is dropped with it, never handed to another tenant."""
     store, data, clock = MemoryTenantStore(), RecordingData(), FakeClock(NOW)
     manager = TenantManager(isolation_level="strict", resource_quotas={"storage_mb": 1})
     runtime = runtime_for(store, data, clock, manager)
@@ -113,10 +115,12 @@ async def test_a_tenant_recreated_under_a_deleted_ones_id_does_not_inherit_its_s
         await old_gate.storage.check_write()
 
     assert await runtime.delete("acme")
-    data.size = 0  # the new tenant's schema is new and empty
-    new = await runtime.create(Catalog(), "acme", "New Acme", None)
+    assert not runtime.storage  # the gate went with the tenant
+    with pytest.raises(TenantConflictError, match="never reused"):
+        await runtime.create(Catalog(), "acme", "New Acme", None)
+    data.size = 0  # another tenant's schema is new and empty
+    new = await runtime.create(Catalog(), "acme2", "New Acme", None)
     context = tenant_context_of(runtime.context(new))
     assert context is not None
     assert context.storage is not None
-
-    await context.storage.check_write()  # refused today on the deleted tenant's figures
+    await context.storage.check_write()
