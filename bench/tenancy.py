@@ -60,35 +60,36 @@ def tenants(count: int) -> list[Tenant]:
     ]
 
 
+def routes_to(tenant: Tenant | None) -> dict[str, TenantRoute]:
+    """Each route kind as a channel hands it to the pipeline, naming `tenant` (None: nobody)."""
+    tid = tenant.tenant_id if tenant else "nobody"
+    return {
+        "api host": TenantRoute(RouteKind.HOST, f"{tid}.{BASE}"),
+        "cli prefix": TenantRoute(RouteKind.PREFIX, f"c{tid[1:]}" if tenant else "nobody"),
+        "mcp port": TenantRoute(RouteKind.PORT, str(10_000 + int(tid[1:])) if tenant else "9"),
+        "mcp path": TenantRoute(RouteKind.PATH, tid),
+    }
+
+
 def lookups(
     router: TenantRouter, population: Sequence[Tenant], rng: random.Random
 ) -> dict[str, list[Callable[[], object]]]:
-    """Per route kind, a list of zero-argument lookups (10% for routes no tenant has)."""
+    """Per route kind, a list of zero-argument lookups (10% for routes no tenant has): the
+    router's `find`, which the pipeline's tenant stage calls."""
     picks = [rng.choice(population) if rng.random() < 0.9 else None for _ in range(LOOKUPS)]
-    hosts = [f"{t.tenant_id}.{BASE}" if t else f"nobody.{BASE}" for t in picks]
-    prefixes = [f"c{t.tenant_id[1:]}" if t else "nobody" for t in picks]
-    ports = [10_000 + int(t.tenant_id[1:]) if t else 9 for t in picks]
-    paths = [f"/t/{t.tenant_id}/mcp" if t else "/t/nobody/mcp" for t in picks]
-    return {
-        "api host": [partial(router.for_api, host, "192.0.2.1") for host in hosts],
-        "cli prefix": [partial(router.for_cli, prefix) for prefix in prefixes],
-        "mcp port": [partial(router.for_mcp_port, port) for port in ports],
-        "mcp path": [partial(router.for_mcp_path, path) for path in paths],
-    }
+    table: dict[str, list[Callable[[], object]]] = {}
+    for pick in picks:
+        for kind, route in routes_to(pick).items():
+            table.setdefault(kind, []).append(partial(router.find, route, "192.0.2.1"))
+    return table
 
 
 def check(router: TenantRouter, population: Sequence[Tenant]) -> None:
     for tenant in (population[0], population[-1]):
-        suffix = tenant.tenant_id[1:]
-        answers = (
-            router.for_api(f"{tenant.tenant_id}.{BASE}", "192.0.2.1"),
-            router.for_cli(f"c{suffix}"),
-            router.for_mcp_port(10_000 + int(suffix)),
-            router.for_mcp_path(f"/t/{tenant.tenant_id}/mcp"),
-        )
-        if any(answer is not tenant for answer in answers):
+        answers = [router.find(route, "192.0.2.1") for route in routes_to(tenant).values()]
+        if any(answer != (True, tenant) for answer in answers):
             raise WrongRouteError(f"{tenant.tenant_id}: {answers}")
-    if router.for_api(f"nobody.{BASE}", "192.0.2.1") is not None:
+    if router.find(routes_to(None)["api host"], "192.0.2.1") != (True, None):
         raise WrongRouteError("an unknown subdomain found a tenant")
 
 
@@ -124,12 +125,7 @@ async def gate_p50_ns(rules: RoutingRules, population: Sequence[Tenant], seed: i
     for index in range(LOOKUPS):
         tenant = rng.choice(population) if rng.random() < 0.9 else None
         tid = tenant.tenant_id if tenant else "nobody"
-        route = (
-            TenantRoute(RouteKind.HOST, f"{tid}.{BASE}"),
-            TenantRoute(RouteKind.PREFIX, f"c{tid[1:]}"),
-            TenantRoute(RouteKind.PORT, str(10_000 + int(tid[1:])) if tenant else "9"),
-            TenantRoute(RouteKind.PATH, tid),
-        )[index % 4]
+        route = list(routes_to(tenant).values())[index % 4]
         calls.append((route, Principal(id=f"key:{index}", kind="api_key", tenants=frozenset({tid}))))
     first = population[0]
     admitted = await gate.resolve(TenantRoute(RouteKind.HOST, f"{first.tenant_id}.{BASE}"), "")

@@ -239,7 +239,9 @@ class Pipeline:
         noted: Callable[[T], str] | None = None,
         notes: list[str] | None = None,
     ) -> T:
-        """`notes` collects what the operation says for the audit, whether it succeeds or fails."""
+        """`notes` collects what the operation says for the audit, whether it succeeds or fails;
+        `noted(result)` adds to them what a successful call concerned."""
+        notes = [] if notes is None else notes
         trail = _Trail(invocation)
         started = self._clock.monotonic()
         try:
@@ -254,9 +256,8 @@ class Pipeline:
                 await self.tenancy.quotas.count_request(trail.tenant, invocation.channel)
             value = await operation(invocation)
             trail.outcome, trail.error_code = Outcome.SUCCESS, None
-            note = noted(value) if noted is not None else ""
-            if note:
-                trail.reason = f"{trail.reason}; {note}"
+            if noted is not None:
+                notes.append(noted(value))
             return value
         except NexusError as exc:
             trail.outcome, trail.error_code = outcome_of(exc), exc.code

@@ -16,8 +16,7 @@ from nexus.core.tenancy.directory import TenantDirectory
 from nexus.core.tenancy.model import Tenant
 from nexus.core.tenancy.policy import CrossTenantPolicy
 from nexus.core.tenancy.quota import TenantQuotas
-from nexus.core.tenancy.routing import TenantRouter
-from nexus.core.types import Principal, RouteKind, TenantRoute
+from nexus.core.types import Principal, TenantRoute
 from nexus.errors import TenantNotFoundError, TenantSuspendedError
 
 _NOT_HERE = "Nothing is served to this credential at this address."
@@ -63,13 +62,9 @@ class TenantGate:
         if route is None:
             return None
         router = await self.directory.current()
-        if route.kind is RouteKind.HOST:
-            label = router.api_label(route.value, client_addr, route.forwarded_host)
-            if label is None:
-                return None  # not under the base domain, or the base domain itself: the platform
-            tenant = router.index.by_subdomain.get(label)
-        else:
-            tenant = _lookup(router, route)
+        names_tenant, tenant = router.find(route, client_addr)
+        if not names_tenant:
+            return None  # a host not under the base domain, or the base domain itself: the platform
         if tenant is None:
             raise TenantRefusedError(Refusal(None, f"no tenant at {route.kind} {route.value[:64]!r}"))
         return tenant
@@ -124,11 +119,3 @@ class TenantGate:
         if tenant is None or self.policy.workflow_sharing is False:
             return _NONE
         return tenant.shared_workflows
-
-
-def _lookup(router: TenantRouter, route: TenantRoute) -> Tenant | None:
-    if route.kind is RouteKind.PREFIX:
-        return router.for_cli(route.value)
-    if route.kind is RouteKind.PORT:
-        return router.for_mcp_port(int(route.value)) if route.value.isdigit() else None
-    return router.index.by_id.get(route.value)  # PATH: /t/{tenant_id}/mcp

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import Final
 
 from nexus.core.tenancy.model import Tenant, check_tenant_id
+from nexus.core.types import RouteKind, TenantRoute
 from nexus.errors import ConfigurationError
 
 API_MODES: Final = ("subdomain",)
@@ -142,6 +143,19 @@ class TenantRouter:
             return None
         label = name[: -len(self._suffix)]
         return label if _SUBDOMAIN.fullmatch(label) else None
+
+    def find(self, route: TenantRoute, client_addr: str) -> tuple[bool, Tenant | None]:
+        """What a route as a channel saw it names: (False, None) for the platform's own route,
+        (True, tenant) for a tenant's, (True, None) for a route naming a tenant there is none of."""
+        kind = route.kind
+        if kind is RouteKind.HOST:
+            label = self.api_label(route.value, client_addr, route.forwarded_host)
+            return (False, None) if label is None else (True, self.index.by_subdomain.get(label))
+        if kind is RouteKind.PREFIX:
+            return True, self.for_cli(route.value)
+        if kind is RouteKind.PORT:
+            return True, self.for_mcp_port(int(route.value)) if route.value.isdigit() else None
+        return True, self.index.by_id.get(route.value)  # PATH: the {tenant} of /t/{tenant}/mcp
 
     def for_cli(self, prefix: str | None) -> Tenant | None:
         return self.index.by_prefix.get(prefix) if prefix else None
