@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from nexus.listener import TenantListeners
 
 _PUBLIC = frozenset({"auth", "monitoring", "api", "mcp", "tenancy"})
+DEFAULT_STATE_URL = "sqlite:///./nexus.db"
 
 
 class Nexus:
@@ -72,10 +73,18 @@ class Nexus:
         enable_auth: bool = False,
         enable_monitoring: bool = True,
         rate_limit: int | None = None,
-        state_url: str = "sqlite:///./nexus.db",
+        state_url: str | None = None,
         redis_url: str | None = None,
         title: str = "Nexus",
     ) -> None:
+        """`state_url` and `redis_url` left out come from NEXUS_STATE_URL and NEXUS_REDIS_URL, as
+        a deployment gives them (the document's production block names neither); without those,
+        state is the embedded SQLite file ./nexus.db and there is no Redis. `app.tenancy.base_domain`
+        starts as NEXUS_BASE_DOMAIN for the same reason."""
+        if state_url is None:
+            state_url = os.environ.get("NEXUS_STATE_URL") or DEFAULT_STATE_URL
+        if redis_url is None:
+            redis_url = os.environ.get("NEXUS_REDIS_URL") or None
         options = Options(
             api_port, mcp_port, host, enable_auth, enable_monitoring, rate_limit, state_url, redis_url, title
         )
@@ -91,6 +100,8 @@ class Nexus:
         object.__setattr__(self, "_authz", Authz())
         for section in settings.sections():
             object.__setattr__(self, section.section, section)
+        # Like the URLs, the API's tenant domain is the deployment's to give.
+        settings.tenancy.base_domain = os.environ.get("NEXUS_BASE_DOMAIN") or None
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(

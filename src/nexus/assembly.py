@@ -578,8 +578,8 @@ def _open_tenancy(
     )
     if rules.api == "subdomain" and rules.base_domain is None:
         raise ConfigurationError(
-            "API tenant routing by subdomain needs app.tenancy.base_domain (for example "
-            "'api.company.com', so client001.api.company.com is client001's)."
+            "API tenant routing by subdomain needs app.tenancy.base_domain or NEXUS_BASE_DOMAIN (for "
+            "example 'api.company.com', so client001.api.company.com is client001's)."
         )
     leases: LeaseGauge
     if options.redis_url is not None:

@@ -323,8 +323,8 @@ def check_options(options: Options) -> None:
         # Redis holds the shared rate-limit counters and the login sessions; accepted with
         # nothing to hold it would do nothing.
         raise ConfigurationError(
-            "redis_url holds the rate-limit counters and login sessions: set rate_limit or "
-            "enable_auth too, or drop it."
+            "redis_url (given, or from NEXUS_REDIS_URL) holds the rate-limit counters and login "
+            "sessions: set rate_limit or enable_auth too, or drop it."
         )
     _check_flags_and_names(options)
 

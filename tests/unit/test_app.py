@@ -61,7 +61,7 @@ def occupied_port() -> Iterator[int]:
         ({"rate_limit": True}, "rate_limit must be a positive number"),
         ({"rate_limit": "60"}, "rate_limit must be a positive number"),
         ({"state_url": "nexus.db"}, "state_url must be a URL"),
-        ({"state_url": None}, "state_url must be a URL"),
+        ({"state_url": 42}, "state_url must be a URL"),
         ({"redis_url": "localhost:6379"}, "redis_url must start with redis://"),
         ({"redis_url": "http://127.0.0.1:6379"}, "redis_url must start with redis://"),
     ],
@@ -278,3 +278,36 @@ def test_an_identity_setting_with_auth_off_is_refused_rather_than_ignored(
     with pytest.raises(ConfigurationError, match=f"app.auth.{name} is set but enable_auth=False"):
         app.start_in_thread()
     assert not app.auth.__dict__.get("_frozen", False)  # nothing left frozen by the refusal
+
+
+def test_state_and_redis_urls_left_out_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEXUS_STATE_URL", "postgresql://db:5432/nexus")
+    monkeypatch.setenv("NEXUS_REDIS_URL", "redis://127.0.0.1:6379/3")
+    app = Nexus(enable_auth=True)
+    assert app.options.state_url == "postgresql://db:5432/nexus"
+    assert app.options.redis_url == "redis://127.0.0.1:6379/3"
+    # Given ones win over the environment.
+    given = Nexus(enable_auth=True, state_url="sqlite:///./x.db", redis_url="redis://127.0.0.1/1")
+    assert (given.options.state_url, given.options.redis_url) == ("sqlite:///./x.db", "redis://127.0.0.1/1")
+
+
+def test_without_the_environment_state_is_the_embedded_sqlite_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NEXUS_STATE_URL", raising=False)
+    monkeypatch.delenv("NEXUS_REDIS_URL", raising=False)
+    app = Nexus()
+    assert (app.options.state_url, app.options.redis_url) == ("sqlite:///./nexus.db", None)
+
+
+def test_a_redis_url_from_the_environment_that_nothing_would_use_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("NEXUS_REDIS_URL", "redis://127.0.0.1:6379/3")
+    with pytest.raises(ConfigurationError, match="NEXUS_REDIS_URL"):
+        Nexus()
+
+
+def test_the_tenant_base_domain_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEXUS_BASE_DOMAIN", "api.company.test")
+    assert Nexus().tenancy.base_domain == "api.company.test"
+    monkeypatch.delenv("NEXUS_BASE_DOMAIN")
+    assert Nexus().tenancy.base_domain is None
