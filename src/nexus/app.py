@@ -16,6 +16,7 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from nexus.core.audit_chain import AuditVerification
 from nexus.core.auth.model import User
 from nexus.core.catalog import Catalog, Registration
 from nexus.core.identity import IssuedKey
@@ -225,7 +226,9 @@ class Nexus:
             raise ConfigurationError(f"The server did not start within {timeout_s} s.")
         if failure:
             raise failure[0]
-        return RunningNexus(self, thread, self.options.host, *_ports(sockets))
+        return RunningNexus(
+            self, thread, self.options.host, *_ports(sockets), metrics_port=_metrics_port(sockets)
+        )
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[RunningNexus]:
@@ -239,7 +242,9 @@ class Nexus:
         if task.done():
             task.result()
         try:
-            yield RunningNexus(self, None, self.options.host, *_ports(sockets))
+            yield RunningNexus(
+                self, None, self.options.host, *_ports(sockets), metrics_port=_metrics_port(sockets)
+            )
         finally:
             self._request_stop()
             await task
@@ -258,16 +263,26 @@ class Nexus:
         check_auth_in_use(opts, self._settings.auth)
         check_authz(opts, self._authz)
         self._check_tenancy(opts)
+        from nexus.assembly import compliance_in_force
+
+        compliance_in_force(opts, self._settings.auth)  # a mode's floors and second factor, before listening
+        from nexus.enterprise.monitoring import monitoring_in_use
         from nexus.listener import listen
 
+        wanted = [("api_port", opts.api_port), ("mcp_port", opts.mcp_port)]
+        monitoring = monitoring_in_use(opts, self._settings.monitoring)
+        if monitoring is not None and monitoring.metrics_port is not None:
+            wanted.append(("metrics_port", monitoring.metrics_port))  # third: see _metrics_port
         sockets: list[socket.socket] = []
         with contextlib.ExitStack() as opened:
-            try:
-                for port in (opts.api_port, opts.mcp_port):
+            for name, port in wanted:
+                try:
                     sockets.append(listen(opts.host, port))
-                    opened.callback(sockets[-1].close)  # closed again if anything below fails
-            except OSError as exc:
-                raise ConfigurationError(f"Cannot listen on {opts.host}: {exc.strerror}.") from exc
+                except OSError as exc:
+                    raise ConfigurationError(
+                        f"Cannot listen on {opts.host}:{port} ({name}): {exc.strerror}."
+                    ) from exc
+                opened.callback(sockets[-1].close)  # closed again if anything below fails
             for section in self._settings.sections():
                 section.freeze()
             opened.pop_all()
@@ -290,6 +305,11 @@ class Nexus:
             raise
         try:
             ports = dict(zip(_ports(sockets), assembly.apps, strict=True))
+            metrics_port = _metrics_port(sockets)
+            if metrics_port is not None:
+                ports[metrics_port] = assembly.metrics_app
+                if assembly.tenancy is not None:  # no tenant's mcp_port may take it either
+                    assembly.tenancy.app_ports |= {metrics_port}
             if assembly.mcp is not None:
                 api_port = _ports(sockets)[0]
                 host = self.options.host
@@ -590,6 +610,22 @@ class Nexus:
             )
             return list(records)
 
+    async def purge_audit_log(self) -> int:
+        """Delete the audit records older than `app.auth.audit_log_retention` (or the compliance
+        mode's floor) now, as a serving app does hourly; how many went (0 when kept forever).
+
+        Raises:
+            AuditIntegrityError: the hash chain is broken among them; nothing of it is deleted.
+        """
+        async with self._admin() as admin:
+            return await admin.purge_audit()
+
+    async def verify_audit_log(self) -> AuditVerification:
+        """Recompute the audit trail's hash chain: intact or not, how many records were checked,
+        and the first broken sequence number with the reason (`nexus audit verify`)."""
+        async with self._admin() as admin:
+            return await admin.state.audit.verify()
+
     @contextlib.asynccontextmanager
     async def _admin(self) -> AsyncIterator[Assembly]:
         live = self._assembly
@@ -617,8 +653,16 @@ class RunningNexus:
     """A serving app: where it listens, and how to stop it."""
 
     def __init__(
-        self, app: Nexus, thread: threading.Thread | None, host: str, api_port: int, mcp_port: int
+        self,
+        app: Nexus,
+        thread: threading.Thread | None,
+        host: str,
+        api_port: int,
+        mcp_port: int,
+        *,
+        metrics_port: int | None = None,
     ) -> None:
+        """`metrics_port`: the monitoring backend's own metrics port, when it has one."""
         self.app = app
         self._thread = thread
         self._host = f"[{host}]" if ":" in host else host
@@ -626,6 +670,11 @@ class RunningNexus:
         self.mcp_url = f"http://{host}:{mcp_port}{app.mcp.path}"
         self.api_port = api_port
         self.mcp_port = mcp_port
+        self.metrics_port = metrics_port
+        self.metrics_url: str | None = None
+        """Where the metrics port serves the metrics (None: on the API port only)."""
+        if metrics_port is not None:
+            self.metrics_url = f"http://{self._host}:{metrics_port}{app.monitoring.metrics_path}"
 
     @property
     def tenant_ports(self) -> Mapping[str, int]:
@@ -662,8 +711,13 @@ class _PortDispatch:
 
 def _ports(sockets: list[socket.socket]) -> tuple[int, int]:
     """The (api, mcp) ports actually bound (port 0 asks the OS for a free one)."""
-    api, mcp = (sock.getsockname()[1] for sock in sockets)
+    api, mcp = (sock.getsockname()[1] for sock in sockets[:2])
     return api, mcp
+
+
+def _metrics_port(sockets: list[socket.socket]) -> int | None:
+    """The monitoring backend's metrics port actually bound (bound third), if it has one."""
+    return int(sockets[2].getsockname()[1]) if len(sockets) > 2 else None
 
 
 def _loop_factory() -> Any:

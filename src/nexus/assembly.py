@@ -8,19 +8,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nexus.backends.auth.signing import SigningKeys
+from nexus.backends.call_observer import open_call_observer
 from nexus.backends.lease_gauge import MemoryLeaseGauge
 from nexus.backends.prometheus import PrometheusMeter
 from nexus.backends.sql import SqlState, open_state
 from nexus.channels import codec
 from nexus.channels.auth import AuthRoutes
 from nexus.channels.cli.server import cli_routes
-from nexus.channels.http import CLI_PREFIX, HttpOptions, build_http_app
+from nexus.channels.http import CLI_PREFIX, HttpOptions, build_http_app, build_metrics_app
 from nexus.channels.mcp import McpChannel
 from nexus.core.audit import Auditor
 from nexus.core.auth.authenticator import CredentialAuthenticator, StepUp
@@ -31,6 +34,15 @@ from nexus.core.auth.service import IdentityParts, IdentityService
 from nexus.core.auth.throttle import LoginThrottle
 from nexus.core.authorization import AllowAll, Authorizer
 from nexus.core.catalog import Catalog
+from nexus.core.cluster import ClusterMembership, ClusterNode, ClusterRegistry, new_node_id
+from nexus.core.compliance import (
+    AuditRetention,
+    CompliancePolicy,
+    Framework,
+    check_requirements,
+    compliance_policy,
+)
+from nexus.core.health import Probe, Readiness
 from nexus.core.identity import (
     AnonymousAuthenticator,
     ApiKeyAuthenticator,
@@ -39,9 +51,9 @@ from nexus.core.identity import (
     new_api_key,
 )
 from nexus.core.pipeline import Pipeline
-from nexus.core.ports import Clock, CounterStore, Meter
+from nexus.core.ports import CallObserver, Clock, CounterStore, Meter
 from nexus.core.ratelimit import Limiter, NoLimit, RateLimiter
-from nexus.core.telemetry import NoopMeter, SystemClock
+from nexus.core.telemetry import NoopCallObserver, NoopMeter, SystemClock
 from nexus.core.tenancy.context import StorageGate, TenantContext, TenantPlacement, run_context
 from nexus.core.tenancy.directory import TenantDirectory
 from nexus.core.tenancy.gate import TenantGate
@@ -51,11 +63,15 @@ from nexus.core.tenancy.quota import TenantQuotas
 from nexus.core.tenancy.routing import RoutingRules
 from nexus.core.tenancy.seats import CliSessionSeats
 from nexus.core.types import ApiKey, Channel
+from nexus.enterprise.monitoring import monitoring_in_use
 from nexus.enterprise.tenancy import TenantManager, manager_in_use
-from nexus.errors import ConfigurationError, NexusError, TenantConflictError, TenantNotFoundError
-from nexus.settings import Authz, Options, Settings
+from nexus.errors import ConfigurationError, TenantConflictError, TenantNotFoundError
+from nexus.settings import AuthSettings, Authz, Options, Settings, check_clustering
 from nexus.workflow import AsyncLocalRuntime
 from nexus.workflow.runtime import release_loop_resources
+
+if TYPE_CHECKING:
+    from nexus.enterprise.auth import MultiFactorAuth
 
 VERSION = "0.1.0"
 KEY_REFRESH_S = 30.0
@@ -298,34 +314,65 @@ class Assembly:
     pipeline: Pipeline | None = None
     mcp: McpChannel | None = None
     apps: tuple[Any, ...] = field(default=())
+    metrics_app: Any = None
+    """The ASGI app of the monitoring backend's metrics port (None: metrics on the API port only)."""
+    observer: CallObserver = field(default_factory=NoopCallObserver)
+    """Traces and call logs of every call, as the monitoring backend asks (flushed by `close`)."""
+    readiness: Readiness | None = None
+    """Probes of the backends every `health_check_interval` (when serving)."""
+    cluster: ClusterMembership | None = None
+    """This node in its cluster (with `enable_clustering`)."""
+    cluster_registry: ClusterRegistry | None = None
+    compliance: CompliancePolicy = field(default_factory=CompliancePolicy)
+    """The compliance mode in force and the audit retention it keeps."""
 
     @contextlib.asynccontextmanager
     async def channels_running(self) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as running:
             if self.mcp is not None:
                 await running.enter_async_context(self.mcp.running())
+            readiness = self.readiness
+            if readiness is not None:
+                await readiness.probe()  # /ready answers from the first request on
+                running.push_async_callback(readiness.close)
+                running.push_async_callback(_stop, asyncio.create_task(readiness.keep_fresh()))
+            if self.cluster is not None:
+                await self.cluster.join()
+                running.push_async_callback(self.cluster.leave)
+                # Stopped (awaited) before leaving, so no heartbeat lands after the withdrawal.
+                running.push_async_callback(_stop, asyncio.create_task(self.cluster.keep_alive()))
             if self.identity is not None:
                 # Keys rotated by another process or node are picked up within this interval.
                 refresher = asyncio.create_task(self.identity.keys.keep_fresh(KEY_REFRESH_S))
                 running.callback(refresher.cancel)
+            retention = self.audit_retention()
+            if retention is not None:
+                # Now, then hourly; every node may run it (purges take turns in the database).
+                running.push_async_callback(_stop, asyncio.create_task(retention.keep_purging()))
             yield
+
+    def audit_retention(self) -> AuditRetention | None:
+        """What purges expired audit records; None when they are kept forever."""
+        days = self.compliance.retention_days
+        return None if days is None else AuditRetention(self.state.audit, self.clock, days)
+
+    async def purge_audit(self) -> int:
+        """Delete the audit records older than the retention now; how many went."""
+        retention = self.audit_retention()
+        return 0 if retention is None else await retention.purge()
 
     @property
     def meter(self) -> Meter:
         return self.prometheus if self.prometheus is not None else NoopMeter()
 
     async def is_ready(self) -> bool:
-        """Every backend this app needs answers."""
-        try:
-            await self.state.ping()
-            if self.counters is not None:
-                await self.counters.ping()
-        except NexusError:
-            return False
-        return True
+        """Every backend this app needs answered its last probe (probed again once that is older
+        than `health_check_interval`)."""
+        return self.readiness is not None and await self.readiness.is_ready()
 
     async def close(self) -> None:
         try:
+            await self.observer.close()  # the calls' spans and log lines, flushed before the rest goes
             if self.pipeline is not None:
                 # Node pools (SQL engines, HTTP clients) belong to this loop, which is ending.
                 await release_loop_resources(entry.workflow for entry in self.pipeline.catalog.all())
@@ -336,6 +383,10 @@ class Assembly:
                     await close()
             if self.counters is not None:
                 await self.counters.close()
+            if self.readiness is not None:
+                await self.readiness.close()
+            if self.cluster_registry is not None:
+                await self.cluster_registry.close()
         finally:
             await self.state.close()
 
@@ -396,9 +447,13 @@ async def assemble(
     authz: Authz | None = None,
 ) -> Assembly:
     """Open the backends and, when serving, build the pipeline and both channel apps."""
+    if serving:
+        check_clustering(options, settings.api)
+    compliance = compliance_in_force(options, settings.auth)
     clock = SystemClock()
     state = await open_state(options.state_url, audit_max_batch=settings.monitoring.audit_max_batch)
     assembly = Assembly(asyncio.get_running_loop(), state, None, clock, AnonymousAuthenticator())
+    assembly.compliance = compliance
     try:
         counters = None
         if options.rate_limit is not None or options.enable_auth:
@@ -431,6 +486,34 @@ async def assemble(
         await assembly.close()
         raise
     return assembly
+
+
+def mfa_in_force(auth: AuthSettings) -> MultiFactorAuth | None:
+    """The second-factor settings logins answer to: `app.auth.mfa`, or TOTP on every channel when
+    the provider says enable_mfa=True and sets none; None without MFA."""
+    provider = auth.provider
+    if provider is not None and not provider.enable_mfa and auth.mfa is not None:
+        raise ConfigurationError("app.auth.mfa is set but the provider says enable_mfa=False; pick one.")
+    if auth.mfa is None and provider is not None and provider.enable_mfa:
+        from nexus.enterprise.auth import MultiFactorAuth
+
+        return MultiFactorAuth()
+    mfa: MultiFactorAuth | None = auth.mfa
+    return mfa
+
+
+def compliance_in_force(options: Options, auth: AuthSettings) -> CompliancePolicy:
+    """The compliance policy `app.auth` asks for, checked against the other settings.
+
+    Raises:
+        ConfigurationError: the mode or retention is wrong, or a setting the mode forbids is set.
+    """
+    policy = compliance_policy(auth.compliance_mode, auth.audit_log_retention)
+    mfa = mfa_in_force(auth) if options.enable_auth else None
+    check_requirements(
+        policy, enable_auth=options.enable_auth, mfa=mfa.policy() if mfa is not None else MfaPolicy()
+    )
+    return policy
 
 
 def api_base_url(options: Options) -> str:
@@ -475,14 +558,8 @@ async def _open_identity(
         closers.append(sso_state.close)
     closers.append(ephemeral.close)
     # Login throttling counts failures apart from the request rate limit, always.
-    mfa_config = auth.mfa
-    if mfa_config is None and provider is not None and provider.enable_mfa:
-        from nexus.enterprise.auth import MultiFactorAuth
-
-        mfa_config = MultiFactorAuth()
+    mfa_config = mfa_in_force(auth)
     mfa = mfa_config.policy() if mfa_config is not None else MfaPolicy()
-    if provider is not None and not provider.enable_mfa and auth.mfa is not None:
-        raise ConfigurationError("app.auth.mfa is set but the provider says enable_mfa=False; pick one.")
     parts = await provider.open(sso_state, api_base_url(options)) if provider is not None else None
     if parts is not None and parts.directory is not None:
         closers.append(parts.directory.close)
@@ -625,6 +702,51 @@ def _open_tenancy(
     return runtime
 
 
+async def _open_health(assembly: Assembly, options: Options, settings: Settings) -> None:
+    """Readiness probes of every backend this node needs, and with clustering its membership."""
+    probes: dict[str, Probe] = {"state": assembly.state.ping}
+    if assembly.counters is not None:
+        probes["redis"] = assembly.counters.ping
+    registry: ClusterRegistry | None = None
+    if settings.api.enable_clustering and options.redis_url is not None:
+        from sqlalchemy.engine import make_url
+
+        from nexus.backends.redis_cluster import RedisClusterRegistry
+
+        # One cluster = the nodes sharing this Redis and this state database (by its name, which
+        # every node agrees on whatever host name it reaches the server by).
+        name = make_url(options.state_url).database or "nexus"
+        registry = assembly.cluster_registry = RedisClusterRegistry(options.redis_url, cluster=name)
+        await registry.ping()  # a registry that does not answer is a start-up error
+        probes.setdefault("redis", registry.ping)
+    interval = float(settings.api.health_check_interval)
+    readiness = assembly.readiness = Readiness(probes, assembly.clock, interval_s=interval)
+    if registry is not None:
+        node = ClusterNode(
+            node_id=new_node_id(socket.gethostname(), os.getpid()),
+            api=_advertised(options.host, options.api_port),
+            mcp=_advertised(options.host, options.mcp_port),
+            version=VERSION,
+            started_at=assembly.clock.now(),
+            ready=False,
+        )
+        assembly.cluster = ClusterMembership(registry, node, readiness)
+
+
+def _advertised(host: str, port: int) -> str:
+    """`host:port` as other nodes and operators reach it (a wildcard host: this machine's name)."""
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104  # compared with, never bound here
+        host = socket.gethostname()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel a background task and wait until it has stopped."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def build_authorizer(authz: Authz, clock: Clock) -> Authorizer:
     """Allow-all until roles or policies are set; otherwise the one decision point of core."""
     if authz.rbac is None and authz.abac is None:
@@ -652,7 +774,13 @@ async def _build_serving_parts(
         await counters.ping()  # a configured Redis that does not answer is a start-up error
     if options.rate_limit is not None and counters is not None:
         limiter = RateLimiter(counters, options.rate_limit)
+    await _open_health(assembly, options, settings)
     prometheus, meter = assembly.prometheus, assembly.meter
+    monitoring = monitoring_in_use(options, settings.monitoring)
+    # GDPR's data minimisation: operational telemetry (shipped to collectors and log stores) names
+    # no person; the audit trail, kept under the compliance retention, still does.
+    pseudonymize = assembly.compliance.includes(Framework.GDPR)
+    observer = assembly.observer = open_call_observer(monitoring, pseudonymize=pseudonymize)
     pipeline = Pipeline(
         catalog=catalog,
         authenticator=assembly.authenticator,
@@ -665,6 +793,7 @@ async def _build_serving_parts(
         encode=codec.dumps,
         step_up=StepUp(assembly.identity.service.policy, assembly.clock) if assembly.identity else None,
         tenancy=assembly.tenancy.gate if assembly.tenancy is not None else None,
+        observer=observer,
     )
     http_options = HttpOptions(
         max_body_bytes=settings.api.max_body_bytes,
@@ -675,6 +804,7 @@ async def _build_serving_parts(
         auth_enabled=options.enable_auth,
         title=options.title,
         version=VERSION,
+        cluster=assembly.cluster.view if assembly.cluster is not None else None,
     )
     from nexus.core.policy.explain import Explainer
 
@@ -701,6 +831,8 @@ async def _build_serving_parts(
         for channel, prefix in ((Channel.API, ""), (Channel.CLI, CLI_PREFIX)):
             extra += TenantRoutes(pipeline, channel, http_options, tenancy).routes(prefix)
     api_app = build_http_app(pipeline, http_options, extra_routes=extra, explainer=explainer)
+    if monitoring is not None and monitoring.metrics_port is not None:
+        assembly.metrics_app = build_metrics_app(pipeline, http_options)
     mcp = McpChannel(
         pipeline,
         settings.mcp,
@@ -709,6 +841,7 @@ async def _build_serving_parts(
         host=options.host,
         is_ready=assembly.is_ready,
         tenant_routes=assembly.tenancy is not None,
+        cluster=http_options.cluster,
     )
     mcp.authorization_servers = (api_base_url(options),)
     assembly.pipeline, assembly.mcp, assembly.apps = pipeline, mcp, (api_app, mcp.asgi_app)

@@ -1,7 +1,7 @@
 """The `nexus` console script: the CLI channel's client commands plus the operator commands.
 
-Operator commands (serve, mcp, keys, users) build the app itself, so they live above `nexus.app`,
-not in the channel. Start-up time matters: the app stack is imported inside each command only.
+Operator commands (serve, mcp, keys, users, audit) build the app itself, so they live above
+`nexus.app`, not in the channel. Start-up time matters: the app stack is imported inside each command only.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from nexus.channels.cli.problem import Failure
 
 if TYPE_CHECKING:
     from nexus.app import Nexus
+    from nexus.core.audit_chain import AuditVerification
     from nexus.core.auth.model import User
     from nexus.core.types import ApiKey
 
@@ -29,6 +30,12 @@ users_app = typer.Typer(
     help="Local users of an app (its state store).", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(users_app, name="users")
+audit_app = typer.Typer(
+    help="The audit trail of an app (its state store): verify it, purge what expired.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(audit_app, name="audit")
 
 
 AppSpec = Annotated[str, typer.Argument(metavar="MODULE:APP", help="Where the Nexus app is, e.g. myapp:app.")]
@@ -349,6 +356,61 @@ def revoke_sessions(target: AppSpec, username: UserArg) -> None:
     with reporting():
         count = _on_app(target, lambda nx: nx.revoke_sessions(username))
         typer.echo(f"Ended {count} session{'' if count == 1 else 's'} of {username}.")
+
+
+# -- audit ---------------------------------------------------------------------------------------
+
+
+def _verification_lines(result: AuditVerification) -> list[str]:
+    if result.intact:
+        lines = [
+            f"Audit trail intact: {result.checked} records verified "
+            f"(sequence {result.first_seq} to {result.last_seq}); head hash {result.head_hash}."
+        ]
+    else:
+        at = f" at record {result.broken_seq}" if result.broken_seq is not None else ""
+        lines = [f"Audit trail BROKEN{at}: {result.reason}.", f"{result.checked} records verified before it."]
+    if result.first_seq > 1:
+        lines.append(f"Records before {result.first_seq} were purged; the chain starts at their anchor.")
+    if result.unchained:
+        lines.append(f"{result.unchained} records stored before the chain began are not covered by it.")
+    return lines
+
+
+@audit_app.command("verify")
+def verify_audit(target: AppSpec, as_json: JsonFlag = False) -> None:
+    """Recompute the audit trail's hash chain; exit 65 when it is broken."""
+    from nexus.errors import AuditIntegrityError
+
+    with reporting(as_json=as_json):
+        result = _on_app(target, lambda nx: nx.verify_audit_log())
+        if as_json:
+            import dataclasses
+
+            from nexus.channels.cli.render import print_json
+
+            print_json(sys.stdout, dataclasses.asdict(result))
+        else:
+            typer.echo("\n".join(_verification_lines(result)))
+    if not result.intact:
+        raise typer.Exit(AuditIntegrityError.exit_code)
+
+
+@audit_app.command("purge")
+def purge_audit(target: AppSpec) -> None:
+    """Delete the audit records older than the app's retention now (serving apps do it hourly)."""
+    from nexus.core.compliance import compliance_policy
+
+    async def purge(nx: Nexus) -> tuple[int, int | None]:
+        count = await nx.purge_audit_log()
+        return count, compliance_policy(nx.auth.compliance_mode, nx.auth.audit_log_retention).retention_days
+
+    with reporting():
+        count, days = _on_app(target, purge)
+        if days is None:
+            typer.echo("Audit records are kept forever (no app.auth.audit_log_retention): none purged.")
+        else:
+            typer.echo(f"Purged {count} audit record{'' if count == 1 else 's'} older than {days} days.")
 
 
 def main() -> None:

@@ -169,6 +169,15 @@ class InternalError(NexusError):
     """Anything unexpected; the caller sees only the request id."""
 
 
+class AuditIntegrityError(NexusError):
+    """The audit trail's hash chain is broken where a purge would delete: nothing is deleted, so
+    the evidence stays for `nexus audit verify` to show."""
+
+    code = "audit_integrity"
+    title = "Audit trail broken"
+    exit_code = 65  # EX_DATAERR: the stored data is not what was written
+
+
 class MfaRequiredError(AuthenticationError):
     """The first factor passed; a second one is due. `challenge_id` names the pending login."""
 

@@ -42,6 +42,10 @@ class Section:
             raise ConfigurationError(f"app.{self.section}.{name} must be {expected}, got {value!r}.")
 
 
+MIN_HEALTH_CHECK_INTERVAL = 0.2
+"""Shortest `app.api.health_check_interval`: probes and heartbeats more often would only load the backends."""
+
+
 def _positive_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
 
@@ -94,6 +98,13 @@ class AuthSettings(Section):
     `TenantManager(isolation_level=tenant_isolation)` when none is set); False refuses a manager."""
     tenant_isolation: str | None = None
     """The source document's "strict", "moderate" or "basic"; must agree with the manager's."""
+    compliance_mode: str | None = None
+    """"gdpr", "hipaa", "sox" or "enterprise" (all three): refuses settings they forbid (auth
+    off; under HIPAA a second factor not required on every channel) and keeps audit records at
+    least the mode's floor (README, "Compliance"). None: no framework."""
+    audit_log_retention: int | None = None
+    """Days audit records are kept, then purged (hourly while serving; `nexus audit purge`).
+    None: forever, unless `compliance_mode` sets its floor (SOX 2557, HIPAA 2190 days)."""
 
     def validate(self) -> None:
         for name in ("api_key_cache_seconds", "session_cache_seconds", "token_leeway_seconds"):
@@ -132,12 +143,25 @@ class AuthSettings(Section):
             "tenant_isolation",
             "'strict', 'moderate' or 'basic'",
         )
+        self._validate_compliance()
         for name, kind in (("provider", "EnterpriseAuthProvider"), ("mfa", "MultiFactorAuth")):
             value = getattr(self, name)
             check = getattr(value, "validate", None)
             self._require(value is None or callable(check), name, f"a {kind} or None")
             if value is not None and check is not None:
                 check()
+
+    def _validate_compliance(self) -> None:
+        """Their values here; what a mode requires of the rest is checked at start
+        (`nexus.core.compliance`)."""
+        self._require(
+            self.compliance_mode in (None, "gdpr", "hipaa", "sox", "enterprise"),
+            "compliance_mode",
+            "'gdpr', 'hipaa', 'sox', 'enterprise' or None",
+        )
+        days = self.audit_log_retention
+        ok = days is None or (isinstance(days, int) and not isinstance(days, bool) and days >= 1)
+        self._require(ok, "audit_log_retention", "a positive whole number of days (2557 is 7 years) or None")
 
 
 @dataclass(eq=False)
@@ -149,6 +173,9 @@ class MonitoringSettings(Section):
     """Where the Prometheus text exposition is served on the API port."""
     audit_max_batch: int = 512
     """Most audit records one group commit writes in a single transaction."""
+    backend: Any = None
+    """A `nexus.enterprise.monitoring.PrometheusMonitoring`: a metrics port of its own, OpenTelemetry
+    traces and JSON call logs (needs enable_monitoring=True). None: metrics on the API port only."""
 
     def validate(self) -> None:
         path = self.metrics_path
@@ -158,6 +185,11 @@ class MonitoringSettings(Section):
         batch = self.audit_max_batch
         ok = isinstance(batch, int) and not isinstance(batch, bool) and 1 <= batch <= 10_000
         self._require(ok, "audit_max_batch", "an integer from 1 to 10000")
+        backend = self.backend
+        check = getattr(backend, "validate", None)
+        self._require(backend is None or callable(check), "backend", "a PrometheusMonitoring or None")
+        if backend is not None and check is not None:
+            check()
 
 
 @dataclass(eq=False)
@@ -171,6 +203,12 @@ class ApiSettings(Section):
     """Serve OpenAPI at /openapi.json and the docs UI at /docs."""
     node_timeout_seconds: float = 30.0
     """Default time limit for each node of a workflow run (a node's own `timeout` config wins)."""
+    enable_clustering: bool = False
+    """Run as one node of a cluster: announce this node in Redis and list the live nodes in the
+    health detail. Needs shared state (a postgresql:// state_url and a redis_url)."""
+    health_check_interval: float = 30
+    """Seconds between backend probes (/ready answers from the last one) and cluster heartbeats;
+    a node missing three heartbeats drops out of the cluster."""
 
     def validate(self) -> None:
         size = self.max_body_bytes
@@ -179,6 +217,13 @@ class ApiSettings(Section):
         self._require(isinstance(self.docs_enabled, bool), "docs_enabled", "True or False")
         self._require(
             _positive_number(self.node_timeout_seconds), "node_timeout_seconds", "a positive number"
+        )
+        self._require(isinstance(self.enable_clustering, bool), "enable_clustering", "True or False")
+        interval = self.health_check_interval
+        # Bounded above too, so infinity (a heartbeat that never comes) is refused.
+        ok = _positive_number(interval) and MIN_HEALTH_CHECK_INTERVAL <= interval <= 86400
+        self._require(
+            ok, "health_check_interval", f"a number of seconds from {MIN_HEALTH_CHECK_INTERVAL} to 86400"
         )
 
 
@@ -270,8 +315,19 @@ def check_auth_in_use(options: Options, auth: AuthSettings) -> None:
     refuse it rather than ignore it."""
     if options.enable_auth:
         return
+    if auth.compliance_mode is not None:
+        raise ConfigurationError(
+            f"app.auth.compliance_mode {auth.compliance_mode!r} needs enable_auth=True: every audit "
+            "record must name an authenticated principal. Pass enable_auth=True to Nexus(...), or "
+            "leave compliance_mode unset."
+        )
     defaults = AuthSettings()
-    changed = [f.name for f in fields(auth) if getattr(auth, f.name) != getattr(defaults, f.name)]
+    # The audit trail's retention applies whether callers are identified or not.
+    changed = [
+        f.name
+        for f in fields(auth)
+        if f.name != "audit_log_retention" and getattr(auth, f.name) != getattr(defaults, f.name)
+    ]
     if changed:
         raise ConfigurationError(
             f"app.auth.{changed[0]} is set but enable_auth=False, so nothing would use it: "
@@ -295,6 +351,24 @@ def check_authz(options: Options, authz: Authz) -> None:
         raise ConfigurationError(
             "set_rbac_manager needs enable_auth=True: without it every caller is anonymous, holds no "
             "role, and would be refused everything. Pass enable_auth=True to Nexus(...)."
+        )
+
+
+def check_clustering(options: Options, api: ApiSettings) -> None:
+    """`enable_clustering` needs state every node shares: nodes on SQLite files or in-memory
+    sessions and counters would silently diverge."""
+    if api.enable_clustering is not True:
+        return
+    missing = []
+    if not options.state_url.startswith(("postgresql", "postgres")):
+        scheme = options.state_url.split(":", 1)[0]
+        missing.append(f"state_url must be a postgresql:// URL every node shares (it is {scheme}:)")
+    if options.redis_url is None:
+        missing.append("redis_url must name the Redis every node shares (it is not set)")
+    if missing:
+        raise ConfigurationError(
+            f"app.api.enable_clustering=True needs shared state: {'; '.join(missing)}. Pass them to "
+            "Nexus(...) or set NEXUS_STATE_URL / NEXUS_REDIS_URL, or leave clustering off."
         )
 
 

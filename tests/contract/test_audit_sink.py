@@ -314,3 +314,80 @@ async def test_a_dead_sqlite_appender_is_replaced_and_no_caller_waits_forever(tm
     finally:
         await state.close()
     assert {"before", "after"} <= stored
+
+
+# -- the hash chain and retention: every backend -------------------------------------------------
+
+
+async def test_an_untouched_trail_verifies_intact_and_counts_every_record(audit_sink: AuditSink) -> None:
+    for n in range(5):
+        await audit_sink.record(make_record(f"r{n}", time=T0 + timedelta(seconds=n)))
+
+    result = await audit_sink.verify()
+
+    assert result.intact, result.reason
+    assert (result.checked, result.first_seq, result.last_seq, result.unchained) == (5, 1, 5, 0)
+    assert len(result.head_hash) == 64
+
+
+async def test_an_empty_trail_verifies_intact(audit_sink: AuditSink) -> None:
+    result = await audit_sink.verify()
+
+    assert (result.intact, result.checked, result.first_seq, result.last_seq) == (True, 0, 1, 0)
+
+
+async def test_purge_deletes_only_records_older_than_the_cutoff_and_the_rest_still_verify(
+    audit_sink: AuditSink,
+) -> None:
+    for n in range(6):
+        await audit_sink.record(make_record(f"r{n}", time=T0 + timedelta(days=n)))
+
+    removed = await audit_sink.purge(T0 + timedelta(days=3))
+    result = await audit_sink.verify()
+
+    assert removed == 3
+    assert [record.request_id for record in await audit_sink.query()] == ["r5", "r4", "r3"]
+    assert result.intact, result.reason
+    assert (result.checked, result.first_seq, result.last_seq) == (3, 4, 6)
+
+
+async def test_records_after_a_purge_of_everything_continue_the_chain(audit_sink: AuditSink) -> None:
+    for n in range(3):
+        await audit_sink.record(make_record(f"old{n}", time=T0))
+    assert await audit_sink.purge(T0 + timedelta(seconds=1)) == 3
+    emptied = await audit_sink.verify()
+
+    await audit_sink.record(make_record("new", time=T0 + timedelta(days=1)))
+    result = await audit_sink.verify()
+
+    assert (emptied.intact, emptied.checked, emptied.first_seq, emptied.last_seq) == (True, 0, 4, 3)
+    assert result.intact, result.reason
+    assert (result.checked, result.first_seq, result.last_seq) == (1, 4, 4)
+
+
+async def test_a_purge_never_deletes_a_younger_record_nor_one_stored_after_it(audit_sink: AuditSink) -> None:
+    # A node whose clock ran ahead stamped "ahead" later than the records stored after it.
+    await audit_sink.record(make_record("old", time=T0))
+    await audit_sink.record(make_record("ahead", time=T0 + timedelta(days=10)))
+    await audit_sink.record(make_record("old-after-it", time=T0 + timedelta(days=1)))
+
+    removed = await audit_sink.purge(T0 + timedelta(days=5))
+    kept = {record.request_id for record in await audit_sink.query()}
+    later = await audit_sink.purge(T0 + timedelta(days=11))
+
+    assert removed == 1
+    assert kept == {"ahead", "old-after-it"}
+    assert later == 2
+    assert (await audit_sink.verify()).intact
+
+
+async def test_a_purge_with_nothing_expired_deletes_nothing(audit_sink: AuditSink) -> None:
+    await audit_sink.record(make_record("young", time=T0))
+
+    assert await audit_sink.purge(T0) == 0
+    assert [record.request_id for record in await audit_sink.query()] == ["young"]
+
+
+async def test_a_naive_purge_cutoff_is_rejected(audit_sink: AuditSink) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        await audit_sink.purge(datetime(2025, 3, 1, 12, 0))

@@ -66,7 +66,7 @@ async def test_a_0004_databases_tenants_survive_the_upgrade_with_nothing_shared(
     finally:
         await state.close()
 
-    assert revision == head_revision() == "0006"
+    assert revision == head_revision() == "0007"
     assert before is not None
     assert (before.name, before.config.api_subdomain, before.created_at) == ("Acme", "acme", T0)
     assert before.shared_workflows == frozenset()

@@ -32,6 +32,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert (settings.monitoring.metrics_path, settings.monitoring.audit_max_batch) == ("/metrics", 512)
     assert (settings.api.max_body_bytes, settings.api.docs_enabled) == (1_048_576, True)
     assert settings.api.node_timeout_seconds == 30.0
+    assert (settings.api.enable_clustering, settings.api.health_check_interval) == (False, 30)
     assert (settings.mcp.path, settings.mcp.server_name) == ("/mcp", "nexus")
 
 
@@ -54,10 +55,14 @@ def test_sections_come_in_a_fixed_order_named_as_the_app_exposes_them() -> None:
             "access_token_duration, token_issuer, signing_key_file, token_leeway_seconds, "
             "session_cache_seconds, api_key_cache_seconds, "
             "login_failures_per_account, login_failures_per_address, password_time_cost, "
-            "password_memory_kib, sso_return_hosts, multi_tenant, tenant_isolation",
+            "password_memory_kib, sso_return_hosts, multi_tenant, tenant_isolation, compliance_mode, "
+            "audit_log_retention",
         ),
-        ("monitoring", "metrics_path, audit_max_batch"),
-        ("api", "max_body_bytes, docs_enabled, node_timeout_seconds"),
+        ("monitoring", "metrics_path, audit_max_batch, backend"),
+        (
+            "api",
+            "max_body_bytes, docs_enabled, node_timeout_seconds, enable_clustering, health_check_interval",
+        ),
         ("mcp", "path, server_name"),
         (
             "tenancy",
@@ -85,6 +90,7 @@ BAD_VALUES = [
     ("monitoring", "audit_max_batch", 0, "an integer from 1 to 10000"),
     ("monitoring", "audit_max_batch", 10_001, "an integer from 1 to 10000"),
     ("monitoring", "audit_max_batch", 1.5, "an integer from 1 to 10000"),
+    ("monitoring", "backend", "prometheus", "a PrometheusMonitoring or None"),
     ("api", "max_body_bytes", 0, "a positive integer"),
     ("api", "max_body_bytes", -1, "a positive integer"),
     ("api", "max_body_bytes", 1.5, "a positive integer"),
@@ -95,6 +101,15 @@ BAD_VALUES = [
     ("api", "node_timeout_seconds", -2.5, "a positive number"),
     ("api", "node_timeout_seconds", True, "a positive number"),
     ("api", "node_timeout_seconds", "30", "a positive number"),
+    ("api", "enable_clustering", "yes", "True or False"),
+    ("api", "enable_clustering", 1, "True or False"),
+    ("api", "health_check_interval", 0, "a number of seconds from 0.2 to 86400"),
+    ("api", "health_check_interval", 0.1, "a number of seconds from 0.2 to 86400"),
+    ("api", "health_check_interval", -30, "a number of seconds from 0.2 to 86400"),
+    ("api", "health_check_interval", True, "a number of seconds from 0.2 to 86400"),
+    ("api", "health_check_interval", "30", "a number of seconds from 0.2 to 86400"),
+    ("api", "health_check_interval", float("inf"), "a number of seconds from 0.2 to 86400"),
+    ("api", "health_check_interval", float("nan"), "a number of seconds from 0.2 to 86400"),
     ("mcp", "path", "mcp", "a path like '/mcp'"),
     ("mcp", "path", "/", "a path like '/mcp'"),
     ("mcp", "path", "/mcp/", "a path like '/mcp'"),
@@ -125,6 +140,9 @@ def test_bad_value_is_accepted_on_assignment_and_refused_at_freeze(
         ("api", "docs_enabled", False),
         ("api", "node_timeout_seconds", 0.001),
         ("api", "node_timeout_seconds", 600),
+        ("api", "enable_clustering", True),
+        ("api", "health_check_interval", 0.2),
+        ("api", "health_check_interval", 30),
         ("mcp", "path", "/tools/mcp"),
         ("mcp", "server_name", "reporting"),
     ],

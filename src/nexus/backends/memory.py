@@ -11,15 +11,25 @@ import heapq
 import json
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Final
 
+from nexus.core.audit_chain import (
+    AuditVerification,
+    ChainLink,
+    ChainState,
+    ChainVerifier,
+    link_hash,
+    purgeable,
+    record_values,
+)
 from nexus.core.auth.model import Factor, FactorKind, Session, SigningKey, User, username_key
 from nexus.core.tenancy.model import Tenant, TenantStatus
 from nexus.core.types import ApiKey, AuditRecord, Channel
 from nexus.errors import (
+    AuditIntegrityError,
     ConfigurationError,
     DependencyUnavailableError,
     InvalidInputError,
@@ -75,19 +85,34 @@ class MemoryKeyStore:
         return True
 
 
+@dataclass(frozen=True, slots=True)
+class _Chained:
+    record: AuditRecord
+    link: ChainLink
+
+
 class MemoryAuditSink:
-    """The newest `max_records` audit records; older ones are dropped first."""
+    """The newest `max_records` audit records, hash-chained; older ones are dropped first, and the
+    chain's anchor moves past them as a purge's does."""
 
     def __init__(self, *, max_records: int = DEFAULT_MAX_AUDIT_RECORDS) -> None:
         if max_records < 1:
             raise ValueError("max_records must be at least 1")
-        self._records: deque[AuditRecord] = deque(maxlen=max_records)
+        self._records: deque[_Chained] = deque()
+        self._max_records = max_records
+        self._chain = ChainState()
         self._closed = False
 
     async def record(self, record: AuditRecord) -> None:
         if self._closed:
             raise DependencyUnavailableError("The audit trail is closed; the call was not recorded.")
-        self._records.append(replace(record, time=_as_utc(record.time, "AuditRecord.time")))
+        stored = replace(record, time=_as_utc(record.time, "AuditRecord.time"))
+        seq, values = self._chain.tail_seq + 1, record_values(stored)
+        digest = link_hash(seq, self._chain.tail_hash, values)
+        self._records.append(_Chained(stored, ChainLink(seq, self._chain.tail_hash, digest, values)))
+        self._chain = replace(self._chain, tail_seq=seq, tail_hash=digest)
+        if len(self._records) > self._max_records:
+            self._drop(len(self._records) - self._max_records)
 
     async def query(
         self,
@@ -102,7 +127,7 @@ class MemoryAuditSink:
             raise ValueError("limit must not be negative")
         matches = [
             record
-            for record in reversed(self._records)
+            for record in (entry.record for entry in reversed(self._records))
             if (workflow is None or record.workflow == workflow)
             and (principal_id is None or record.principal_id == principal_id)
             and (tenant_id is None or record.tenant_id == tenant_id)
@@ -110,9 +135,32 @@ class MemoryAuditSink:
         # sorted() is stable, so ties keep the latest-recorded-first order built above.
         return sorted(matches, key=lambda record: record.time, reverse=True)[:limit]
 
+    async def purge(self, before: datetime) -> int:
+        """Delete the leading records stamped before `before`; how many went."""
+        cutoff = _as_utc(before, "before")
+        links = [entry.link for entry in self._records]
+        count = purgeable(links, cutoff)
+        verifier = ChainVerifier(self._chain)
+        if not all(verifier.feed(link) for link in links[:count]):
+            raise AuditIntegrityError(f"The audit trail is broken, so nothing was purged: {verifier.reason}.")
+        self._drop(count)
+        return count
+
+    async def verify(self) -> AuditVerification:
+        verifier = ChainVerifier(self._chain)
+        for entry in self._records:
+            if not verifier.feed(entry.link):
+                break
+        return verifier.finish()
+
     async def close(self) -> None:
         """Refuse later records; there is nothing pending to commit."""
         self._closed = True
+
+    def _drop(self, count: int) -> None:
+        for _ in range(count):
+            link = self._records.popleft().link
+            self._chain = replace(self._chain, anchor_seq=link.seq, anchor_hash=link.hash or "")
 
 
 def frozen_json(value: Mapping[str, Any], what: str) -> Mapping[str, Any]:

@@ -1,10 +1,11 @@
 """The audit appender process: group commit for a SQLite file, outside the server's interpreter.
 
 The server writes one JSON array per audit row to this process's stdin; it reads whatever has
-arrived, inserts it all with one multi-row INSERT in autocommit mode (insert, commit and fsync
-together) and answers "ok N" or "err N reason" for those N rows, in order. Running apart means
-the commit never competes with request handling for the GIL. Imports only the standard library
-and orjson, so it starts fast and stays small.
+arrived and, in one transaction that holds SQLite's write lock, extends the hash chain over those
+rows, inserts them with one multi-row INSERT and moves the chain's tail (commit and fsync
+together), then answers "ok N" or "err N reason" for those N rows, in order. Running apart means
+the commit never competes with request handling for the GIL. Imports only the standard library,
+orjson and `nexus.core.audit_chain` (itself standard library only), so it starts fast and stays small.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import sys
 from typing import Any
 
 import orjson
+
+from nexus.core.audit_chain import extend
 
 SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=5000",
@@ -40,6 +43,8 @@ class _Appender:
         self._head: str = config["head"]
         self._row: str = config["row"]
         self._per_statement: int = config["rows_per_statement"]
+        self._tail: str = config["tail"]
+        self._advance: str = config["advance"]
         self._statements: dict[int, str] = {}
         self._connection: sqlite3.Connection | None = None
 
@@ -57,9 +62,7 @@ class _Appender:
             try:
                 if self._connection is None:
                     self._connection = _connect(self._database)
-                self._connection.execute(
-                    self._statement(len(chunk)), [value for row in chunk for value in row]
-                )
+                self._commit(self._connection, chunk)
             except Exception as exc:  # noqa: BLE001  # reported to the server, which fails those calls
                 if self._connection is not None:
                     self._connection.close()
@@ -69,6 +72,17 @@ class _Appender:
             else:
                 answers.append(f"ok {len(chunk)}\n")
         return "".join(answers)
+
+    def _commit(self, connection: sqlite3.Connection, chunk: list[list[Any]]) -> None:
+        """Chain and insert `chunk` in one transaction; on a failure the caller closes the
+        connection, which rolls it back."""
+        connection.execute("BEGIN IMMEDIATE")  # the write lock first: no other writer moves the tail
+        tail_seq, tail_hash = connection.execute(self._tail).fetchone()
+        links = extend(tail_seq, tail_hash, chunk)
+        values = [value for row, link in zip(chunk, links, strict=True) for value in (*row, *link)]
+        connection.execute(self._statement(len(chunk)), values)
+        connection.execute(self._advance, (links[-1][0], links[-1][2]))
+        connection.execute("COMMIT")
 
 
 def _next_lines(fd: int, pending: bytes) -> tuple[list[bytes], bytes] | None:

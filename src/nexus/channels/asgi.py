@@ -49,6 +49,15 @@ def request_id_from(headers: Mapping[str, str]) -> str:
 
 TENANT_HEADER = "x-nexus-tenant"
 """The CLI's tenant prefix (`nexus --tenant client001` sends it)."""
+TRACEPARENT_HEADER = "traceparent"
+# A W3C traceparent is 55 characters today; later versions may append fields. Longer is junk.
+MAX_TRACE_PARENT = 256
+
+
+def trace_parent_from(headers: Mapping[str, str]) -> str | None:
+    """The caller's W3C `traceparent`, raw (the tracing backend parses it), bounded in length."""
+    value = headers.get(TRACEPARENT_HEADER)
+    return value[:MAX_TRACE_PARENT] if value else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +76,10 @@ class HttpCall:
     @property
     def credential(self) -> Credential | None:
         return credential_from(self.headers)
+
+    @property
+    def trace_parent(self) -> str | None:
+        return trace_parent_from(self.headers)
 
     def route(self, channel: Channel) -> TenantRoute | None:
         """How the call names its tenant, as sent: the CLI by its `X-Nexus-Tenant` prefix

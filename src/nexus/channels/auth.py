@@ -93,6 +93,7 @@ class AuthRoutes:
             client_addr=call.client_addr,
             action=action,
             route=call.route(self._channel),
+            trace_parent=call.trace_parent,
         )
 
     async def _step(

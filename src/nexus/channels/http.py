@@ -31,18 +31,21 @@ from nexus.channels.asgi import (
     request_id_from,
 )
 from nexus.channels.openapi import build_openapi
+from nexus.core.cluster import ClusterView
 from nexus.core.pipeline import Pipeline
 from nexus.core.policy.explain import Explainer, ExplainQuery
 from nexus.core.policy.permission import AUTHZ_SURFACE, HEALTH_SURFACE
 from nexus.core.policy.permission import METRICS_SURFACE as METRICS
 from nexus.core.types import Action, Channel, Invocation
-from nexus.errors import InvalidInputError, NexusError
+from nexus.errors import ConfigurationError, InvalidInputError, NexusError
 
 CLI_PREFIX = "/cli/v1"
 METRICS_SURFACE = "_metrics"  # the audit's name for the metrics endpoint
 HEALTH_AUDIT = "_health"  # the audit's name for the health detail, on every channel
 AUTHZ_AUDIT = "_authz"  # the audit's name for explain, on every channel
 EXPLAIN = "explain"  # the action of explain: `<channel>:explain:authz` allows it
+
+ClusterViewSource = Callable[[], Awaitable[ClusterView]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,8 @@ class HttpOptions:
     auth_enabled: bool
     title: str
     version: str
+    cluster: ClusterViewSource | None = None
+    """With clustering: this node's id and the live nodes, for the health detail."""
 
 
 def problem_response(error: NexusError, request_id: str, instance: str) -> Response:
@@ -89,6 +94,7 @@ class WorkflowRoutes:
             credential=call.credential,
             client_addr=call.client_addr,
             route=call.route(self._channel),
+            trace_parent=call.trace_parent,
         )
 
     async def execute(self, call: HttpCall) -> HttpAnswer:
@@ -134,20 +140,48 @@ class WorkflowRoutes:
 HealthCheck = Callable[[Invocation], Awaitable[dict[str, Any]]]
 
 
-def health_check(pipeline: Pipeline, is_ready: Callable[[], Awaitable[bool]], version: str) -> HealthCheck:
-    """The health detail as a pipeline operation: status, version, readiness, and how many
-    workflows the call's route is served (a tenant's route: that tenant's, never the others')."""
+def health_check(
+    pipeline: Pipeline,
+    is_ready: Callable[[], Awaitable[bool]],
+    version: str,
+    cluster: ClusterViewSource | None = None,
+) -> HealthCheck:
+    """The health detail as a pipeline operation: status, version, readiness, how many workflows
+    the call's route is served (a tenant's route: that tenant's, never the others') and, with
+    clustering, this node's id and the live nodes. Every channel answers with this one document."""
 
     async def check(invocation: Invocation) -> dict[str, Any]:
         ready = await is_ready()
-        return {
+        document: dict[str, Any] = {
             "status": "ok" if ready else "degraded",
             "version": version,
             "workflows": len(pipeline.served(invocation)),
             "ready": ready,
         }
+        if cluster is not None:
+            document["cluster"] = _cluster_document(await cluster())
+        return document
 
     return check
+
+
+def _cluster_document(view: ClusterView) -> dict[str, Any]:
+    """`nodes` is None when the registry could not be read (not: no node is live)."""
+    nodes = None
+    if view.nodes is not None:
+        nodes = [
+            {
+                "id": node.node_id,
+                "api": node.api,
+                "mcp": node.mcp,
+                "version": node.version,
+                "started_at": node.started_at.isoformat(),
+                "last_seen": node.last_seen.isoformat() if node.last_seen is not None else None,
+                "ready": node.ready,
+            }
+            for node in view.nodes
+        ]
+    return {"node_id": view.node_id, "nodes": nodes}
 
 
 class SurfaceRoutes:
@@ -164,7 +198,7 @@ class SurfaceRoutes:
         self._channel = channel
         self._max_body_bytes = options.max_body_bytes
         self._explainer = explainer
-        self._check = health_check(pipeline, options.is_ready, options.version)
+        self._check = health_check(pipeline, options.is_ready, options.version, options.cluster)
 
     def routes(self, *, health: str, explain: str) -> list[HotRoute]:
         """The routes at these paths; explain only when there is an explainer to answer it."""
@@ -184,6 +218,7 @@ class SurfaceRoutes:
             action=action,
             surface=surface,
             route=call.route(self._channel),
+            trace_parent=call.trace_parent,
         )
 
     async def health(self, call: HttpCall) -> HttpAnswer:
@@ -236,6 +271,24 @@ def build_http_app(
     return HotRouter(hot, fallback=_framework_app(pipeline, options))
 
 
+def build_metrics_app(pipeline: Pipeline, options: HttpOptions) -> AsgiApp:
+    """The ASGI app of a metrics port of its own: GET `metrics_path` and nothing else (404), with
+    the API port's handler, so scrapes are authorized, and refusals audited, the same way."""
+    render = options.render_metrics
+    if render is None:
+        raise ConfigurationError("A metrics port needs metrics: pass enable_monitoring=True.")
+    handler = _guarded_metrics(pipeline, render) if options.auth_enabled else _open_metrics(render)
+    return HotRouter([HotRoute("GET", options.metrics_path, handler)])
+
+
+def _open_metrics(render: Callable[[], tuple[bytes, str]]) -> Handler:
+    async def metrics(call: HttpCall) -> HttpAnswer:
+        body, content_type = render()
+        return HttpAnswer(200, body, content_type)
+
+    return metrics
+
+
 def _guarded_metrics(pipeline: Pipeline, render: Callable[[], tuple[bytes, str]]) -> Handler:
     async def metrics(call: HttpCall) -> HttpAnswer:
         request_id = call.request_id
@@ -249,6 +302,7 @@ def _guarded_metrics(pipeline: Pipeline, render: Callable[[], tuple[bytes, str]]
             action=Action.READ,
             surface=METRICS,
             route=call.route(Channel.API),
+            trace_parent=call.trace_parent,
         )
 
         try:

@@ -29,8 +29,16 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from nexus.channels import codec
-from nexus.channels.asgi import JSON, PROBLEM, credential_from, read_body, request_id_from
-from nexus.channels.http import HEALTH_AUDIT, health_check, problem_response
+from nexus.channels.asgi import (
+    JSON,
+    MAX_TRACE_PARENT,
+    PROBLEM,
+    credential_from,
+    read_body,
+    request_id_from,
+    trace_parent_from,
+)
+from nexus.channels.http import HEALTH_AUDIT, ClusterViewSource, health_check, problem_response
 from nexus.core.pipeline import ALL_WORKFLOWS, UNKNOWN_WORKFLOW, Pipeline, new_request_id
 from nexus.core.policy.permission import HEALTH_SURFACE, RESOURCES_SURFACE
 from nexus.core.types import Action, Channel, Credential, Invocation, RouteKind, TenantRoute, WorkflowInfo
@@ -51,7 +59,7 @@ RESOURCE_NOT_FOUND = -32002
 _HEALTH_RESOURCE = types.Resource(
     uri=HEALTH_URI,
     name="health",
-    description="This server's health: status, version, workflow count, readiness.",
+    description="This server's health: status, version, workflow count, readiness (and cluster nodes).",
     mime_type=JSON,
 )
 
@@ -64,6 +72,8 @@ class _Caller:
     credential: Credential | None
     client_addr: str
     route: TenantRoute | None = None
+    trace_parent: str | None = None
+    """The W3C traceparent of the request's `_meta`, else of its HTTP request (raw, bounded)."""
 
 
 def _tool(info: WorkflowInfo) -> types.Tool:
@@ -137,8 +147,10 @@ class McpChannel:
         host: str = "127.0.0.1",
         is_ready: Callable[[], Awaitable[bool]] = _always_ready,
         tenant_routes: bool = False,
+        cluster: ClusterViewSource | None = None,
     ) -> None:
-        """`is_ready` tells whether every backend answers, for the health resource.
+        """`is_ready` tells whether every backend answers, and `cluster` (with clustering) the live
+        nodes, for the health resource.
 
         With `tenant_routes`, `/t/{tenant}<path>` is served too (each with its own protected
         resource metadata), and connections on a tenant's own port name that tenant."""
@@ -151,7 +163,7 @@ class McpChannel:
         self._tools: dict[str, tuple[WorkflowInfo, types.Tool]] = {}
         self._manager: StreamableHTTPSessionManager | None = None
         self._local_credential: Credential | None = None
-        self._health = health_check(pipeline, is_ready, version)
+        self._health = health_check(pipeline, is_ready, version, cluster)
         # On a loopback host, check Host/Origin as the SDK does, so a web page cannot reach the
         # server through DNS rebinding; on other hosts the operator's proxy owns that.
         self._security = (
@@ -294,6 +306,7 @@ class McpChannel:
                 credential=credential,
                 client_addr=_client_addr(scope),
                 route=self._route(scope),
+                trace_parent=trace_parent_from(headers),
             )
             await self._pipeline.authenticate(invocation)
         except AuthenticationError as error:
@@ -309,6 +322,7 @@ class McpChannel:
 
     def _caller(self, ctx: ServerRequestContext[Any, Any]) -> _Caller:
         request = ctx.request
+        traced = _meta_trace_parent(ctx.meta)
         if isinstance(request, Request):
             client = request.client
             return _Caller(
@@ -316,8 +330,14 @@ class McpChannel:
                 credential=credential_from(request.headers),
                 client_addr=client.host if client else "",
                 route=self._route(request.scope),
+                trace_parent=traced or trace_parent_from(request.headers),
             )
-        return _Caller(request_id=new_request_id(), credential=self._local_credential, client_addr="")
+        return _Caller(
+            request_id=new_request_id(),
+            credential=self._local_credential,
+            client_addr="",
+            trace_parent=traced,
+        )
 
     async def _list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
@@ -331,6 +351,7 @@ class McpChannel:
             caller.credential,
             caller.client_addr,
             route=caller.route,
+            trace_parent=caller.trace_parent,
         )
         try:
             infos = await self._pipeline.list_workflows(invocation)
@@ -358,6 +379,7 @@ class McpChannel:
             credential=caller.credential,
             client_addr=caller.client_addr,
             route=caller.route,
+            trace_parent=caller.trace_parent,
         )
         try:
             result = await self._pipeline.execute(invocation)
@@ -433,11 +455,18 @@ class McpChannel:
             action=Action.READ,
             surface=surface,
             route=caller.route,
+            trace_parent=caller.trace_parent,
         )
 
 
 def _no_header_schema(name: str) -> Mapping[str, Any] | None:
     return None
+
+
+def _meta_trace_parent(meta: Mapping[str, Any] | None) -> str | None:
+    """The `traceparent` a client put in the request's `_meta` (as the SDK's client does)."""
+    value = meta.get("traceparent") if meta else None
+    return value[:MAX_TRACE_PARENT] if isinstance(value, str) and value else None
 
 
 def _client_addr(scope: Scope) -> str:

@@ -251,6 +251,7 @@ class TenantRoutes:
             action=action,
             surface=TENANTS_SURFACE,
             route=call.route(self._channel),
+            trace_parent=call.trace_parent,
         )
 
         async def on_platform(admitted: Invocation) -> Document:

@@ -14,6 +14,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from nexus.core.audit import Auditor
@@ -23,12 +24,23 @@ from nexus.core.authorization import Authorizer
 from nexus.core.catalog import Catalog, Registration
 from nexus.core.identity import Authenticator
 from nexus.core.policy.permission import AUTHZ_SURFACE, METRICS_SURFACE, RESOURCES_SURFACE
-from nexus.core.ports import Clock, Meter
+from nexus.core.ports import CallObserver, Clock, Meter
 from nexus.core.ratelimit import Limiter
+from nexus.core.telemetry import NoopCallObserver
 from nexus.core.tenancy.context import tenant_context_of
 from nexus.core.tenancy.gate import NO_TENANT, TenantGate, TenantRefusedError
 from nexus.core.tenancy.model import Tenant
-from nexus.core.types import Action, Decision, Invocation, Outcome, Principal, Result, WorkflowInfo
+from nexus.core.types import (
+    Action,
+    CallRecord,
+    Decision,
+    Invocation,
+    Outcome,
+    Principal,
+    Result,
+    RunTiming,
+    WorkflowInfo,
+)
 from nexus.errors import (
     AccountLockedError,
     AuthenticationError,
@@ -100,6 +112,16 @@ def new_request_id() -> str:
 
 
 @dataclass(slots=True)
+class _RunMark:
+    """When an execute's workflow run started and how long it took, for the call observer."""
+
+    run_id: str
+    started: float | None = None
+    """Monotonic start; None until the run reaches the runtime."""
+    elapsed: float = 0.0
+
+
+@dataclass(slots=True)
 class _Trail:
     """What the finally-block of a call needs to record, filled in as the call progresses."""
 
@@ -112,6 +134,8 @@ class _Trail:
     """The workflow called, once authorization has looked it up (None for listings)."""
     tenant: Tenant | None = None
     """The tenant the call was admitted to (None: the platform's route, or no tenancy)."""
+    run: _RunMark | None = None
+    """An execute's run (None for other calls)."""
 
 
 @dataclass(slots=True)
@@ -141,8 +165,10 @@ class Pipeline:
         encode: Callable[[Any], object] = json.dumps,
         step_up: StepUp | None = None,
         tenancy: TenantGate | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
-        """`encode` is how channels will serialize outputs; a run whose outputs it refuses fails."""
+        """`encode` is how channels will serialize outputs; a run whose outputs it refuses fails.
+        `observer` sees every finished call (traces, call logs)."""
         self.catalog = catalog
         self.authenticator = authenticator
         self.authorizer = authorizer
@@ -154,12 +180,16 @@ class Pipeline:
         self._encode = encode
         self._step_up = step_up if step_up is not None and step_up.active else None
         self.tenancy = tenancy
+        # None when nothing observes: then no call builds a record it would hand to nobody.
+        self._observer = None if isinstance(observer, NoopCallObserver) else observer
 
     async def execute(self, invocation: Invocation) -> Result:
         if invocation.action is not Action.EXECUTE:
             invocation = replace(invocation, action=Action.EXECUTE)
         notes: list[str] = []
-        return await self._call(invocation, functools.partial(self._run, notes=notes), notes=notes)
+        mark = _RunMark(new_run_id())
+        run = functools.partial(self._run, notes=notes, mark=mark)
+        return await self._call(invocation, run, notes=notes, run=mark)
 
     async def describe(self, invocation: Invocation) -> WorkflowInfo:
         return await self._call(replace(invocation, action=Action.READ), self._describe)
@@ -238,11 +268,12 @@ class Pipeline:
         operation: Callable[[Invocation], Awaitable[T]],
         noted: Callable[[T], str] | None = None,
         notes: list[str] | None = None,
+        run: _RunMark | None = None,
     ) -> T:
         """`notes` collects what the operation says for the audit, whether it succeeds or fails;
         `noted(result)` adds to them what a successful call concerned."""
         notes = [] if notes is None else notes
-        trail = _Trail(invocation)
+        trail = _Trail(invocation, run=run)
         started = self._clock.monotonic()
         try:
             invocation = trail.invocation = await self._identify_or_count(invocation)
@@ -342,6 +373,8 @@ class Pipeline:
         elapsed = self._clock.monotonic() - started
         inv = trail.invocation
         self._meter.observe_call(inv.channel, trail.metric_workflow, trail.outcome, elapsed)
+        if self._observer is not None:
+            self._observe(self._observer, trail, started, elapsed)
         try:
             await self._auditor.record(inv, trail.outcome, trail.error_code, elapsed, trail.reason)
         except NexusError:
@@ -352,6 +385,21 @@ class Pipeline:
             raise DependencyUnavailableError(
                 "The audit trail is unavailable; the call was not recorded."
             ) from exc
+
+    def _observe(self, observer: CallObserver, trail: _Trail, started: float, elapsed: float) -> None:
+        """Hand the finished call to the observer; its failure never fails the call."""
+        mark = trail.run
+        run = None
+        if mark is not None and mark.started is not None:
+            run = RunTiming(mark.run_id, mark.started - started, mark.elapsed)
+        began = self._clock.now() - timedelta(seconds=elapsed)
+        call = CallRecord(
+            trail.invocation, trail.metric_workflow, trail.outcome, trail.error_code, began, elapsed, run
+        )
+        try:
+            observer.observe(call)
+        except Exception:
+            log.exception("call observer failed", extra={"request_id": call.invocation.request_id})
 
     async def _identify_or_count(self, invocation: Invocation) -> Invocation:
         """Identify; a failed attempt still counts against its client address's rate limit, so
@@ -421,12 +469,12 @@ class Pipeline:
             raise ForbiddenError(f"Not allowed to {invocation.action} {invocation.workflow!r} here.")
         return decision
 
-    async def _run(self, invocation: Invocation, *, notes: list[str]) -> Result:
+    async def _run(self, invocation: Invocation, *, notes: list[str], mark: _RunMark) -> Result:
         """Run the workflow; `notes` gets, for the audit, which nodes reached the tenant's data,
-        whether the run then succeeds or fails."""
+        whether the run then succeeds or fails; `mark` when it ran, for the observer."""
         entry = self.catalog.get(invocation.workflow)
-        started = self._clock.monotonic()
-        run_id = new_run_id()
+        started = mark.started = self._clock.monotonic()
+        run_id = mark.run_id
         tenant = self._tenant_of(invocation)
         context: Mapping[str, Any] | None = None
         try:
@@ -447,7 +495,8 @@ class Pipeline:
                         context=context,
                     )
         finally:
-            self._meter.observe_workflow(entry.name, self._clock.monotonic() - started)
+            mark.elapsed = self._clock.monotonic() - started
+            self._meter.observe_workflow(entry.name, mark.elapsed)
             tenant_context = tenant_context_of(context) if context is not None else None
             if tenant_context is not None and tenant_context.accesses:
                 notes.append(f"tenant data accessed by {', '.join(tenant_context.accesses)}")

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from nexus.core.types import ApiKey, AuditRecord, Channel, Outcome, Usage
+from nexus.core.audit_chain import AuditVerification
+from nexus.core.types import ApiKey, AuditRecord, CallRecord, Channel, Outcome, Usage
 
 
 class Clock(Protocol):
@@ -53,6 +54,20 @@ class AuditSink(Protocol):
         """Newest first; each filter given must match (`tenant_id`: that tenant's records only)."""
         ...
 
+    async def purge(self, before: datetime) -> int:
+        """Delete records stamped before `before`, oldest first and never past a younger one (so
+        the hash chain stays whole from the anchor it keeps); how many went. Safe to run on
+        several nodes at once.
+
+        Raises:
+            AuditIntegrityError: the chain is broken among the records to delete (none are).
+        """
+        ...
+
+    async def verify(self) -> AuditVerification:
+        """Recompute the hash chain from its anchor to its newest record."""
+        ...
+
     async def close(self) -> None:
         """Commit what is pending, then stop."""
         ...
@@ -85,4 +100,17 @@ class Meter(Protocol):
 
     def forget_tenant(self, tenant_id: str) -> None:
         """Drop a deleted tenant's series, so label values stay the live tenants."""
+        ...
+
+
+class CallObserver(Protocol):
+    """Sees every finished pipeline call once (traces, structured call logs); `NoopCallObserver`
+    when no monitoring backend asks for them."""
+
+    def observe(self, call: CallRecord) -> None:
+        """Record `call`; called on the event loop, so it only hands work off (no I/O here)."""
+        ...
+
+    async def close(self) -> None:
+        """Flush what was handed off, then stop."""
         ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from nexus.core.types import Channel, Outcome
+from nexus.core.types import CallRecord, Channel, Outcome
 
 
 class SystemClock:
@@ -31,4 +31,14 @@ class NoopMeter:
         return None
 
     def forget_tenant(self, tenant_id: str) -> None:
+        return None
+
+
+class NoopCallObserver:
+    """A call observer that records nothing (no monitoring backend)."""
+
+    def observe(self, call: CallRecord) -> None:
+        return None
+
+    async def close(self) -> None:
         return None

@@ -129,6 +129,9 @@ class Invocation:
     """How the call arrived (set by the channel); None when the app serves no tenants."""
     tenant_id: str | None = None
     """The tenant the route named, set by the pipeline only (channels' values are overwritten)."""
+    trace_parent: str | None = None
+    """The W3C `traceparent` the caller sent, raw and length-bounded by the channel; only the
+    tracing backend parses it (a malformed one starts a new trace)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,3 +211,32 @@ class WorkflowInfo:
     attributes: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     """Metadata given at registration (e.g. classification_level) that policies read as resource.*;
     never shown to callers."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunTiming:
+    """When the workflow run of an execute happened, relative to its call."""
+
+    run_id: str
+    offset_s: float
+    """Seconds from the call's start to the run's start."""
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One finished pipeline call, as call observers (traces, call logs) see it.
+
+    Observers read ids, names and timings only: never `invocation.inputs` or its credential.
+    """
+
+    invocation: Invocation
+    workflow: str
+    """The workflow as the metrics name it: registered names and placeholders, a bounded set."""
+    outcome: Outcome
+    error_code: str | None
+    started_at: datetime
+    """Wall-clock start (UTC)."""
+    duration_s: float
+    run: RunTiming | None = None
+    """The run of an execute that reached the runtime; None otherwise."""

@@ -69,17 +69,30 @@ class ChannelClient(Protocol):
 
     async def execute(self, workflow: str, inputs: dict[str, Any]) -> Reply: ...
 
+    async def health(self) -> Reply:
+        """The health detail (`GET /health/detail`, `nexus health`, `nexus://health`)."""
+        ...
+
 
 class HttpClient:
     """The REST channel."""
 
     channel = Channel.API
 
-    def __init__(self, api_url: str, token: str | None = None, *, host: str | None = None) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        token: str | None = None,
+        *,
+        host: str | None = None,
+        trace_parent: str | None = None,
+    ) -> None:
         self._url = api_url
         self._headers = {"authorization": f"Bearer {token}"} if token else {}
         if host is not None:  # a tenant's subdomain, as a DNS name pointing here would send it
             self._headers["host"] = host
+        if trace_parent is not None:  # the W3C header a traced caller sends
+            self._headers["traceparent"] = trace_parent
 
     async def _send(self, method: str, path: str, body: Any = None) -> httpx2.Response:
         async with httpx2.AsyncClient(base_url=self._url, headers=self._headers, timeout=30) as client:
@@ -98,20 +111,32 @@ class HttpClient:
     async def execute(self, workflow: str, inputs: dict[str, Any]) -> Reply:
         return self._reply(await self._send("POST", f"/workflows/{workflow}/execute", {"inputs": inputs}))
 
+    async def health(self) -> Reply:
+        return self._reply(await self._send("GET", "/health/detail"))
+
 
 class CliClient:
     """The CLI channel, through the real console script in a subprocess."""
 
     channel = Channel.CLI
 
-    def __init__(self, api_url: str, token: str | None = None, *, tenant: str | None = None) -> None:
+    def __init__(
+        self,
+        api_url: str,
+        token: str | None = None,
+        *,
+        tenant: str | None = None,
+        trace_parent: str | None = None,
+    ) -> None:
         self._env = {**os.environ, "NEXUS_URL": api_url}
-        self._env.pop("NEXUS_TOKEN", None)
-        self._env.pop("NEXUS_TENANT", None)
+        for inherited in ("NEXUS_TOKEN", "NEXUS_TENANT", "TRACEPARENT"):
+            self._env.pop(inherited, None)
         if token:
             self._env["NEXUS_TOKEN"] = token
         if tenant is not None:  # as `nexus --tenant <prefix>`
             self._env["NEXUS_TENANT"] = tenant
+        if trace_parent is not None:  # a traced script's `nexus` carries it on
+            self._env["TRACEPARENT"] = trace_parent
 
     async def run(self, *args: str) -> tuple[int, str, str]:
         process = await asyncio.create_subprocess_exec(
@@ -142,16 +167,21 @@ class CliClient:
             params += ["-p", f"{name}={value}" if isinstance(value, str) else f"{name}:={json.dumps(value)}"]
         return self._reply(*await self.run("run", workflow, *params, "--json"))
 
+    async def health(self) -> Reply:
+        return self._reply(*await self.run("health", "--json"))
+
 
 class McpClient:
     """The MCP channel, through the official SDK client over streamable HTTP."""
 
     channel = Channel.MCP
 
-    def __init__(self, mcp_url: str, token: str | None = None) -> None:
+    def __init__(self, mcp_url: str, token: str | None = None, *, trace_parent: str | None = None) -> None:
         self._refusal: httpx2.Response | None = None
         self._url = mcp_url
         self._headers = {"authorization": f"Bearer {token}"} if token else {}
+        if trace_parent is not None:  # on each of the transport's HTTP requests
+            self._headers["traceparent"] = trace_parent
 
     async def _session(self, action: Callable[[Any], Awaitable[Reply]]) -> Reply:
         from mcp.client.client import Client
@@ -229,6 +259,14 @@ class McpClient:
 
         return await self._guarded(action)
 
+    async def health(self) -> Reply:
+        async def action(client: Any) -> Reply:
+            result = await client.read_resource("nexus://health")
+            [content] = result.contents
+            return Reply(self.channel, Outcome.SUCCESS, None, json.loads(content.text))
+
+        return await self._guarded(action)
+
 
 def _leaf(exc: BaseException) -> BaseException:
     """The first real error inside (possibly nested) exception groups."""
@@ -254,12 +292,14 @@ def client_for(
     token: str | None = None,
     *,
     tenant: TenantAddress | None = None,
+    trace_parent: str | None = None,
 ) -> ChannelClient:
     """The client of `channel` for an app served at `api_url` / `mcp_url` (through `tenant`'s
-    route on each channel when given)."""
+    route on each channel when given; in the W3C trace `trace_parent` names when given: the
+    `traceparent` header on REST and MCP, TRACEPARENT for the `nexus` command)."""
     route = tenant or TenantAddress()
     if channel is Channel.API:
-        return HttpClient(api_url, token, host=route.host)
+        return HttpClient(api_url, token, host=route.host, trace_parent=trace_parent)
     if channel is Channel.CLI:
-        return CliClient(api_url, token, tenant=route.prefix)
-    return McpClient(route.mcp_url or mcp_url, token)
+        return CliClient(api_url, token, tenant=route.prefix, trace_parent=trace_parent)
+    return McpClient(route.mcp_url or mcp_url, token, trace_parent=trace_parent)

@@ -2,29 +2,48 @@
 
 Concurrent `record` calls queue their records; one writer commits everything queued in a single
 transaction and then wakes every caller, so a busy node pays one fsync per batch, not per call.
-The writer is a task on the event loop, or for a SQLite file an appender process of its own.
+The writer is a task on the event loop, or for a SQLite file an appender process of its own; it
+also extends the hash chain. `purge` deletes the chain's oldest links and keeps an anchor, so what
+is left still verifies; `verify` walks the chain in one consistent snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import zlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from nexus.backends.sql.batch_writer import AsyncBatchWriter, BatchWriter, SqliteAppender, is_sqlite_file
-from nexus.backends.sql.engine import STORE_ERRORS, reading, unavailable
-from nexus.backends.sql.schema import audit_records, require_aware
+from nexus.backends.sql.engine import SQLITE_WRITE_LOCK, STORE_ERRORS, reading, unavailable
+from nexus.backends.sql.schema import CHAIN_ROW, audit_chain, audit_records, require_aware
+from nexus.core.audit_chain import (
+    FIELDS,
+    GENESIS_HASH,
+    AuditVerification,
+    ChainLink,
+    ChainState,
+    ChainVerifier,
+    purgeable,
+)
 from nexus.core.types import Action, AuditRecord, Channel, Outcome
-from nexus.errors import DependencyUnavailableError
+from nexus.errors import AuditIntegrityError, DependencyUnavailableError
 
 DEFAULT_MAX_BATCH: Final = 512
 _NOT_RECORDED: Final = "The audit trail is unavailable; the call was not recorded."
+# Records deleted per purge transaction (short, so writers waiting on the chain's row wait little)
+# and read per page while verifying.
+_PURGE_CHUNK: Final = 1000
+_VERIFY_PAGE: Final = 2000
+# Purges on several nodes take turns on this PostgreSQL advisory lock (any fixed number works).
+_PG_PURGE_LOCK: Final = zlib.crc32(b"nexus.backends.sql.audit_sink.purge")
 
 _log = logging.getLogger(__name__)
 
@@ -54,6 +73,7 @@ class SqlAuditSink:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._engine = engine
+        self._purger = engine.execution_options(**SQLITE_WRITE_LOCK)
         self._writer_path: BatchWriter = AsyncBatchWriter(engine)
         # A SQLite file is group-committed by an appender process of its own (see SqliteAppender).
         self._lane = SqliteAppender(engine, max_batch=max_batch) if is_sqlite_file(engine) else None
@@ -118,6 +138,38 @@ class SqlAuditSink:
             rows = (await connection.execute(statement.limit(limit))).mappings().all()
         return [_to_record(row) for row in rows]
 
+    async def purge(self, before: datetime) -> int:
+        """Delete the chain's leading records stamped before `before`, and unchained ones before
+        it, a chunk per transaction; how many went.
+
+        Raises:
+            AuditIntegrityError: the chain is broken among the records to delete (none of those are).
+            DependencyUnavailableError: the database failed (chunks already committed stay deleted).
+        """
+        cutoff = require_aware(before, "before")
+        removed = 0
+        while True:
+            try:
+                async with self._purger.begin() as connection:
+                    count, more = await _purge_chunk(connection, cutoff)
+            except STORE_ERRORS as exc:
+                raise unavailable("The audit trail is unavailable; the purge stopped.", exc) from exc
+            removed += count
+            if not more:
+                return removed
+
+    async def verify(self) -> AuditVerification:
+        """Recompute the chain from its anchor, in one snapshot (records written meanwhile wait for
+        the next verification)."""
+        try:
+            async with self._engine.connect() as connection:
+                if connection.dialect.name == "postgresql":
+                    await connection.execution_options(isolation_level="REPEATABLE READ")
+                async with connection.begin():
+                    return await _verify_on(connection)
+        except STORE_ERRORS as exc:
+            raise unavailable("The audit trail is unavailable.", exc) from exc
+
     async def close(self) -> None:
         """Commit what is pending, then stop the writer; later `record` calls raise."""
         self._closed = True
@@ -174,6 +226,81 @@ class SqlAuditSink:
         self._stats = _add_to_stats(self._stats, committed=1, records=len(batch))
         for pending in batch:
             _settle(pending, None)
+
+
+async def _chain_state(connection: AsyncConnection) -> tuple[ChainState, int] | None:
+    """The chain's anchor and tail, and the last id stored before the chain began."""
+    row = (await connection.execute(select(audit_chain).where(audit_chain.c.id == CHAIN_ROW))).one_or_none()
+    if row is None:
+        return None
+    state = ChainState(row.anchor_seq, row.anchor_hash, row.tail_seq, row.tail_hash)
+    return state, int(row.unchained_through_id)
+
+
+def _link(row: Any) -> ChainLink:
+    return ChainLink(row.seq, row.prev_hash, row.hash, tuple(getattr(row, name) for name in FIELDS))
+
+
+async def _purge_chunk(connection: AsyncConnection, cutoff: datetime) -> tuple[int, bool]:
+    """Delete up to one chunk of expired records, chained and unchained; (count, more may remain)."""
+    if connection.dialect.name == "postgresql":
+        await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_PURGE_LOCK})
+    found = await _chain_state(connection)
+    if found is None:
+        raise AuditIntegrityError("The audit trail's chain row (audit_chain) is missing; nothing was purged.")
+    state, _ = found
+    seq = audit_records.c.seq
+    rows = (
+        await connection.execute(
+            select(audit_records).where(seq > state.anchor_seq).order_by(seq).limit(_PURGE_CHUNK)
+        )
+    ).all()
+    links = [_link(row) for row in rows]
+    count = purgeable(links, cutoff)
+    if count:
+        verifier = ChainVerifier(state)
+        if not all(verifier.feed(link) for link in links[:count]):
+            message = f"The audit trail is broken, so nothing more was purged: {verifier.reason}."
+            raise AuditIntegrityError(message)
+        last = links[count - 1]
+        await connection.execute(delete(audit_records).where(seq > state.anchor_seq, seq <= last.seq))
+        await connection.execute(
+            update(audit_chain)
+            .where(audit_chain.c.id == CHAIN_ROW)
+            .values(anchor_seq=last.seq, anchor_hash=last.hash)
+        )
+    expired = select(audit_records.c.id).where(seq.is_(None), audit_records.c.time < cutoff)
+    unchained = await connection.execute(
+        delete(audit_records).where(audit_records.c.id.in_(expired.limit(_PURGE_CHUNK).scalar_subquery()))
+    )
+    return count + unchained.rowcount, count == _PURGE_CHUNK or unchained.rowcount == _PURGE_CHUNK
+
+
+async def _verify_on(connection: AsyncConnection) -> AuditVerification:
+    found = await _chain_state(connection)
+    if found is None:
+        return AuditVerification(
+            intact=False,
+            checked=0,
+            first_seq=1,
+            last_seq=0,
+            head_hash=GENESIS_HASH,
+            reason="the chain's row (audit_chain) is missing",
+        )
+    state, through_id = found
+    seq, record_id = audit_records.c.seq, audit_records.c.id
+    unchained = await connection.scalar(
+        select(func.count()).select_from(audit_records).where(seq.is_(None), record_id <= through_id)
+    )
+    stray = await connection.scalar(select(func.min(record_id)).where(seq.is_(None), record_id > through_id))
+    verifier = ChainVerifier(state)
+    after: int | None = None
+    while True:
+        page = select(audit_records).where(seq.is_not(None)).order_by(seq).limit(_VERIFY_PAGE)
+        rows = (await connection.execute(page if after is None else page.where(seq > after))).all()
+        if not all(verifier.feed(_link(row)) for row in rows) or len(rows) < _VERIFY_PAGE:
+            return verifier.finish(unchained=int(unchained or 0), stray_id=stray)
+        after = rows[-1].seq
 
 
 def _fail_all(batch: list[_Pending], cause: BaseException) -> None:

@@ -2,7 +2,8 @@
 
 A SQLite file gets `SqliteAppender`, which hands rows to a small appender process that runs the
 group commit itself; other databases (PostgreSQL, in-memory SQLite) use `AsyncBatchWriter` under
-the sink's writer task.
+the sink's writer task. Either extends the hash chain (`nexus.core.audit_chain`) inside the batch's
+transaction, holding the chain's row, so concurrent writers on several nodes build one chain.
 """
 
 from __future__ import annotations
@@ -14,13 +15,27 @@ from collections import deque
 from typing import Any, Protocol
 
 import orjson
+from sqlalchemy import bindparam, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nexus.backends.sql.engine import is_memory_sqlite
-from nexus.backends.sql.schema import audit_records
+from nexus.backends.sql.schema import CHAIN_ROW, audit_chain, audit_records
+from nexus.core.audit_chain import FIELDS, extend
 
-# SQLite binds at most 32766 parameters per statement; 12 columns x 1024 rows stays well below.
+# SQLite binds at most 32766 parameters per statement; 15 columns x 1024 rows stays well below.
 _ROWS_PER_STATEMENT = 1024
+_CHAIN_COLUMNS = ("seq", "prev_hash", "hash")
+# The chain's newest link, and moving it: one row, locked (FOR UPDATE on PostgreSQL) until commit.
+_TAIL = (
+    select(audit_chain.c.tail_seq, audit_chain.c.tail_hash)
+    .where(audit_chain.c.id == literal_column(str(CHAIN_ROW)))
+    .with_for_update()
+)
+_ADVANCE = (
+    update(audit_chain)
+    .where(audit_chain.c.id == literal_column(str(CHAIN_ROW)))
+    .values(tail_seq=bindparam("tail_seq"), tail_hash=bindparam("tail_hash"))
+)
 
 
 _log = logging.getLogger("nexus.backends.sql.audit_sink")
@@ -42,7 +57,14 @@ class AsyncBatchWriter:
 
     async def write(self, rows: list[dict[str, Any]]) -> None:
         async with self._engine.begin() as connection:
-            await connection.execute(audit_records.insert(), rows)
+            tail_seq, tail_hash = (await connection.execute(_TAIL)).one()
+            links = extend(tail_seq, tail_hash, ([row[name] for name in FIELDS] for row in rows))
+            chained = [
+                row | dict(zip(_CHAIN_COLUMNS, link, strict=True))
+                for row, link in zip(rows, links, strict=True)
+            ]
+            await connection.execute(audit_records.insert(), chained)
+            await connection.execute(_ADVANCE, {"tail_seq": links[-1][0], "tail_hash": links[-1][2]})
 
     async def close(self) -> None:
         return None
@@ -63,20 +85,27 @@ class SqliteAppender:
 
     def __init__(self, engine: AsyncEngine, *, max_batch: int) -> None:
         dialect = engine.sync_engine.dialect
-        columns = [column for column in audit_records.columns if not column.primary_key]
-        compiled = audit_records.insert().compile(dialect=dialect, column_keys=[c.name for c in columns])
+        # The server sends a record's fields; the appender adds its link of the chain after them.
+        columns = [audit_records.c[name] for name in FIELDS]
+        names = [*FIELDS, *_CHAIN_COLUMNS]
+        compiled = audit_records.insert().compile(dialect=dialect, column_keys=names)
         head, values_keyword, row = str(compiled).rpartition(" VALUES ")
-        if not values_keyword or row.count("?") != len(columns):
+        if not values_keyword or row.count("?") != len(names):
             raise RuntimeError(f"unexpected INSERT form for SQLite: {compiled}")
+        advance = _ADVANCE.compile(dialect=dialect)
+        if list(advance.positiontup or ()) != ["tail_seq", "tail_hash"]:
+            raise RuntimeError(f"unexpected UPDATE form for SQLite: {advance}")
         self._config = orjson.dumps(
             {
                 "database": engine.url.database,
                 "head": f"{head} VALUES ",
                 "row": row,
                 "rows_per_statement": min(max_batch, _ROWS_PER_STATEMENT),
+                "tail": str(_TAIL.compile(dialect=dialect)),
+                "advance": str(advance),
             }
         )
-        self._names = [column.name for column in columns]
+        self._names = list(FIELDS)
         self._processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None

@@ -91,13 +91,35 @@ audit_records = Table(
     Column("client_addr", Text, nullable=False),
     Column("reason", Text, nullable=False),
     Column("tenant_id", Text, nullable=True),
+    # The hash chain (see nexus.core.audit_chain); NULL on records stored before it began.
+    Column("seq", BigInteger, nullable=True),
+    Column("prev_hash", Text, nullable=True),
+    Column("hash", Text, nullable=True),
     Index("ix_audit_records_time", "time"),
     Index("ix_audit_records_workflow", "workflow"),
     Index("ix_audit_records_principal_id", "principal_id"),
     # A tenant's newest records in query order (time, then id) straight from the index.
     Index("ix_audit_records_tenant_id_time", "tenant_id", "time", "id"),
+    Index("ux_audit_records_seq", "seq", unique=True),
     # AUTOINCREMENT keeps ids increasing after deletes, so id breaks ties in time order.
     sqlite_autoincrement=True,
+)
+
+CHAIN_ROW = 1
+"""The one row of `audit_chain`."""
+
+audit_chain = Table(
+    "audit_chain",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    # The last purged record (sequence number and hash): verification starts after it.
+    Column("anchor_seq", BigInteger, nullable=False),
+    Column("anchor_hash", Text, nullable=False),
+    # The newest record: the next one links to it; its row is locked while a batch extends the chain.
+    Column("tail_seq", BigInteger, nullable=False),
+    Column("tail_hash", Text, nullable=False),
+    # Records with ids up to this one were stored before the chain began, without sequence numbers.
+    Column("unchained_through_id", BigInteger, nullable=False),
 )
 
 users = Table(

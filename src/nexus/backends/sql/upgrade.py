@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nexus.backends.sql.engine import is_memory_sqlite
 
-HEAD_REVISION: Final = "0006"
+HEAD_REVISION: Final = "0007"
 """The newest script in `migrations/versions` (a unit test holds the two together)."""
 
 _ATTEMPTS: Final = 5

@@ -7,6 +7,7 @@ the server refuses the current one. Imports httpx2 and the CLI's own light modul
 
 from __future__ import annotations
 
+import os
 from types import TracebackType
 from typing import Any, Protocol, Self
 from urllib.parse import quote
@@ -21,6 +22,8 @@ PREFIX = "/cli/v1"
 USER_AGENT = "nexus-cli"
 # Must equal nexus.channels.asgi.TENANT_HEADER (a test pins it): the route a call names its tenant by.
 TENANT_HEADER = "x-nexus-tenant"
+# A script's W3C trace context (the OpenTelemetry convention for processes): the CLI's calls join it.
+TRACEPARENT_ENV = "TRACEPARENT"
 
 
 class TokenSource(Protocol):
@@ -62,6 +65,9 @@ class CliClient:
         headers = {"user-agent": USER_AGENT, "accept": "application/json"}
         if tenant is not None:
             headers[TENANT_HEADER] = tenant
+        trace_parent = os.environ.get(TRACEPARENT_ENV, "").strip()
+        if trace_parent:
+            headers["traceparent"] = trace_parent
         try:
             self._http = httpx2.Client(
                 base_url=self.url + PREFIX, headers=headers, timeout=timeout_s, transport=transport

@@ -417,9 +417,26 @@ def health(ctx: typer.Context, as_json: JsonFlag = False) -> None:
             f"Workflows: {document.get('workflows')}",
             f"Ready: {'yes' if document.get('ready') is True else 'no'}",
             f"Server: {remote.url}",
+            *_cluster_lines(document.get("cluster")),
         ]
         for line in lines:
             typer.echo(safe(line).plain)
+
+
+def _cluster_lines(cluster: Any) -> list[str]:
+    """With clustering: this node and each live node, one line each."""
+    if not isinstance(cluster, dict):
+        return []
+    nodes = cluster.get("nodes")
+    lines = [f"Node: {cluster.get('node_id')}"]
+    if not isinstance(nodes, list):
+        return [*lines, "Cluster: unknown (the registry did not answer)"]
+    lines.append(f"Cluster: {len(nodes)} node{'s' if len(nodes) != 1 else ''}")
+    for node in nodes:
+        if isinstance(node, dict):
+            state = "ready" if node.get("ready") is True else "not ready"
+            lines.append(f"  {node.get('id')}  api {node.get('api')}  mcp {node.get('mcp')}  {state}")
+    return lines
 
 
 def _show(as_json: bool, document: Any, renderer: str) -> None:

@@ -41,6 +41,7 @@ class CliRun:
             credential=call.credential,
             client_addr=call.client_addr,
             route=call.route(Channel.CLI),
+            trace_parent=call.trace_parent,
         )
         try:
             params = _params_of(codec.loads_object(await call.body(self._max_body_bytes), what="The body"))
