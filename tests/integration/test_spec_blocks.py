@@ -28,6 +28,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SPEC_DOC = ROOT.parent / "shared" / "spec" / "enterprise-nexus-patterns.md"
 # Each copy, the heading of its block in the document, and the SHA-256 of the block as copied.
 COPIES = {
+    # Run against the real slapd, SAML IdP, PostgreSQL and Redis by test_spec_production.py.
+    "production_deployment.py": (
+        "### Production Deployment Pattern",
+        "0bc2e22d0a3f2c6974f95c9640dd75d653c82b39e488969f1b5027eb62ae5e5e",
+    ),
     "mfa_across_channels.py": (
         "### Multi-Factor Authentication Across Channels",
         "11943c86b3cbd72f94c96ca43fb50056337d7849708474ca0346471da68b14ea",

@@ -160,3 +160,56 @@ def saml_idp(saml_keys: dict[str, KeyPair], tmp_path_factory: pytest.TempPathFac
         yield running
     finally:
         _stop(process)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSite:
+    """A certificate authority and a server certificate it signed for one host name."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+def make_tls_site(directory: Path, host: str) -> TlsSite:
+    """A fresh P-256 CA and a server certificate for `host`, valid for a day, as PEM files
+    (clients trust the site through `SSL_CERT_FILE=ca_file`)."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Nexus test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    site = TlsSite(directory / "ca.pem", directory / f"{host}.crt", directory / f"{host}.key")
+    site.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    site.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    site.key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    site.key_file.chmod(0o600)
+    return site

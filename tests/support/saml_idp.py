@@ -1,12 +1,15 @@
 """A real SAML 2.0 identity provider (pysaml2 `Server`) for the SAML tests, run as its own process.
 
 `python saml_idp.py --port N --key K --cert C --rogue-key RK --rogue-cert RC` serves on 127.0.0.1:
-`GET /metadata` (its metadata), `POST /sp` (register a service provider's metadata, as an IdP admin
-would) and `GET /sso` (HTTP-Redirect AuthnRequest in, auto-POST form with a signed assertion out).
+`GET /metadata` and `GET /saml` (its metadata), `POST /sp` (register a service provider's metadata,
+as an IdP admin would) and `GET /sso` (HTTP-Redirect AuthnRequest in, auto-POST form with a signed
+assertion out).
 There is no login page: the query parameter `user` picks who signs in. Test hooks in the same query
 change the answer before it is signed: `sign` (assertion, response, both, none), `signer` (idp, rogue),
 `alg` (sha256, sha1), `audience`, `recipient`, `destination`, `shift_s` (move every timestamp) and
-`unsolicited=1` (drop InResponseTo). Imports pysaml2 and Starlette only, never Nexus.
+`unsolicited=1` (drop InResponseTo). `--base-url`, `--tls-cert`/`--tls-key` and
+`--allow-unsigned-requests` serve it as a named HTTPS IdP (the production block's sso.company.com).
+Imports pysaml2 and Starlette only, never Nexus.
 """
 
 from __future__ import annotations
@@ -56,7 +59,9 @@ ALGORITHMS = {"sha256": (SIG_RSA_SHA256, DIGEST_SHA256), "sha1": (SIG_RSA_SHA1, 
 PASSWORD_CONTEXT = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
 
 
-def _config(base_url: str, key_file: str, cert_file: str, xmlsec: str) -> IdPConfig:
+def _config(
+    base_url: str, key_file: str, cert_file: str, xmlsec: str, *, signed_requests: bool = True
+) -> IdPConfig:
     config = IdPConfig()
     config.load(
         {
@@ -65,8 +70,9 @@ def _config(base_url: str, key_file: str, cert_file: str, xmlsec: str) -> IdPCon
                 "idp": {
                     "endpoints": {"single_sign_on_service": [(f"{base_url}/sso", BINDING_HTTP_REDIRECT)]},
                     "policy": {"default": {"lifetime": {"minutes": 5}, "attribute_restrictions": None}},
-                    # Registered service providers publish a signing key; their requests must verify.
-                    "want_authn_requests_signed": True,
+                    # Registered service providers publish a signing key; their requests must verify
+                    # (unless started with --allow-unsigned-requests, as many IdPs are).
+                    "want_authn_requests_signed": signed_requests,
                 }
             },
             "key_file": key_file,
@@ -123,8 +129,9 @@ class IdentityProvider:
     """The pysaml2 server plus a second signing context whose key the metadata does not list."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        base_url = f"http://127.0.0.1:{args.port}"
-        self.config = _config(base_url, args.key, args.cert, args.xmlsec)
+        base_url = args.base_url or f"http://127.0.0.1:{args.port}"
+        signed = not args.allow_unsigned_requests
+        self.config = _config(base_url, args.key, args.cert, args.xmlsec, signed_requests=signed)
         self.server = Server(config=self.config)
         self.rogue = security_context(_config(base_url, args.rogue_key, args.rogue_cert, args.xmlsec))
         self.metadata = create_metadata_string(None, config=self.config)
@@ -213,6 +220,7 @@ def build_app(idp: IdentityProvider) -> Starlette:
     return Starlette(
         routes=[
             Route("/metadata", metadata),
+            Route("/saml", metadata),  # where the source document's production block looks for it
             Route("/sp", register, methods=["POST"]),
             Route("/sso", sso_endpoint),
         ]
@@ -225,9 +233,20 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("key", "cert", "rogue-key", "rogue-cert"):
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--xmlsec", default="/usr/bin/xmlsec1")
+    parser.add_argument("--base-url", default=None, help="the URL it is known by (https://sso.company.com)")
+    parser.add_argument("--tls-cert", default=None)
+    parser.add_argument("--tls-key", default=None)
+    parser.add_argument("--allow-unsigned-requests", action="store_true")
     args: Any = parser.parse_args(argv)
     app = build_app(IdentityProvider(args))
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
+    )
 
 
 if __name__ == "__main__":
