@@ -42,7 +42,7 @@ from tests.conftest import require_service
 from tests.e2e import identity
 from tests.support.ldap import PASSWORDS
 from tests.support.otlp_receiver import OtlpReceiver
-from tests.support.saml import IDP_SCRIPT, make_key_pair, make_tls_site, xmlsec_binary
+from tests.support.saml import idp_command, make_key_pair, make_tls_site, xmlsec_binary
 
 from nexus import Nexus, RunningNexus
 from nexus.backends.sql.state import open_state
@@ -123,20 +123,12 @@ def sso_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     site = make_tls_site(directory, "sso.company.com")
     idp, rogue = make_key_pair(directory, "idp"), make_key_pair(directory, "rogue")
     log = directory / "idp.log"
-    command = [
-        sys.executable,
-        str(IDP_SCRIPT),
-        f"--port={SSO}",
+    options = (
         "--base-url=https://sso.company.com",
         f"--tls-cert={site.cert_file}",
         f"--tls-key={site.key_file}",
-        "--allow-unsigned-requests",
-        f"--key={idp.key_file}",
-        f"--cert={idp.cert_file}",
-        f"--rogue-key={rogue.key_file}",
-        f"--rogue-cert={rogue.cert_file}",
-        f"--xmlsec={xmlsec_binary()}",
-    ]
+    )
+    command = idp_command(SSO, idp, rogue, xmlsec_binary(), *options, "--allow-unsigned-requests")
     with log.open("wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
     try:

@@ -123,6 +123,21 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=5)
 
 
+def idp_command(port: int, idp: KeyPair, rogue: KeyPair, xmlsec: str, *options: str) -> list[str]:
+    """The command starting `saml_idp.py` on `port` with these keys (and any further `options`)."""
+    return [
+        sys.executable,
+        str(IDP_SCRIPT),
+        f"--port={port}",
+        f"--key={idp.key_file}",
+        f"--cert={idp.cert_file}",
+        f"--rogue-key={rogue.key_file}",
+        f"--rogue-cert={rogue.cert_file}",
+        f"--xmlsec={xmlsec}",
+        *options,
+    ]
+
+
 @pytest.fixture(scope="session")
 def saml_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, KeyPair]:
     """Key pairs made for this session: "idp" (in its metadata), "rogue" (not), and "sp"."""
@@ -142,16 +157,7 @@ def saml_idp(saml_keys: dict[str, KeyPair], tmp_path_factory: pytest.TempPathFac
     port = _free_port()
     log = tmp_path_factory.mktemp("saml-idp") / "idp.log"
     idp, rogue = saml_keys["idp"], saml_keys["rogue"]
-    command = [
-        sys.executable,
-        str(IDP_SCRIPT),
-        f"--port={port}",
-        f"--key={idp.key_file}",
-        f"--cert={idp.cert_file}",
-        f"--rogue-key={rogue.key_file}",
-        f"--rogue-cert={rogue.cert_file}",
-        f"--xmlsec={xmlsec}",
-    ]
+    command = idp_command(port, idp, rogue, xmlsec)
     with log.open("wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
     try:
