@@ -424,11 +424,16 @@ class Nexus:
         try:
             from nexus.assembly import assemble
 
-            assembly = await assemble(self.options, self._settings, self._catalog, authz=self._authz)
+            assembly = await assemble(
+                self.options, self._settings, self._catalog, authz=self._authz, cluster_member=False
+            )
             try:
                 if assembly.mcp is None:
                     raise ConfigurationError("The MCP channel is not available.")
-                await assembly.mcp.serve_stdio()
+                # The background work of a served app too: backend probes, signing keys rotated
+                # elsewhere, the audit retention's purge.
+                async with assembly.channels_running():
+                    await assembly.mcp.serve_stdio()
             finally:
                 await assembly.close()
         finally:

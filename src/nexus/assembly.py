@@ -445,8 +445,12 @@ async def assemble(
     *,
     serving: bool = True,
     authz: Authz | None = None,
+    cluster_member: bool = True,
 ) -> Assembly:
-    """Open the backends and, when serving, build the pipeline and both channel apps."""
+    """Open the backends and, when serving, build the pipeline and both channel apps.
+
+    `cluster_member=False` (MCP over stdio: one local client, no port of its own) serves without
+    announcing a node in the cluster."""
     if serving:
         check_clustering(options, settings.api)
     compliance = compliance_in_force(options, settings.auth)
@@ -481,7 +485,9 @@ async def assemble(
                 keys = ApiKeyAuthenticator(state.keys, clock, cache_ttl_s=settings.auth.api_key_cache_seconds)
             assembly.authenticator = CredentialAuthenticator(api_keys=keys, identity=identity.service)
         if serving:
-            await _build_serving_parts(assembly, options, settings, catalog, authz or Authz())
+            await _build_serving_parts(
+                assembly, options, settings, catalog, authz or Authz(), cluster_member=cluster_member
+            )
     except BaseException:
         await assembly.close()
         raise
@@ -702,13 +708,13 @@ def _open_tenancy(
     return runtime
 
 
-async def _open_health(assembly: Assembly, options: Options, settings: Settings) -> None:
+async def _open_health(assembly: Assembly, options: Options, settings: Settings, *, member: bool) -> None:
     """Readiness probes of every backend this node needs, and with clustering its membership."""
     probes: dict[str, Probe] = {"state": assembly.state.ping}
     if assembly.counters is not None:
         probes["redis"] = assembly.counters.ping
     registry: ClusterRegistry | None = None
-    if settings.api.enable_clustering and options.redis_url is not None:
+    if member and settings.api.enable_clustering and options.redis_url is not None:
         from sqlalchemy.engine import make_url
 
         from nexus.backends.redis_cluster import RedisClusterRegistry
@@ -763,7 +769,13 @@ def build_authorizer(authz: Authz, clock: Clock) -> Authorizer:
 
 
 async def _build_serving_parts(
-    assembly: Assembly, options: Options, settings: Settings, catalog: Catalog, authz: Authz
+    assembly: Assembly,
+    options: Options,
+    settings: Settings,
+    catalog: Catalog,
+    authz: Authz,
+    *,
+    cluster_member: bool = True,
 ) -> None:
     if assembly.tenancy is not None:
         await assembly.tenancy.directory.reload()
@@ -774,7 +786,7 @@ async def _build_serving_parts(
         await counters.ping()  # a configured Redis that does not answer is a start-up error
     if options.rate_limit is not None and counters is not None:
         limiter = RateLimiter(counters, options.rate_limit)
-    await _open_health(assembly, options, settings)
+    await _open_health(assembly, options, settings, member=cluster_member)
     prometheus, meter = assembly.prometheus, assembly.meter
     monitoring = monitoring_in_use(options, settings.monitoring)
     # GDPR's data minimisation: operational telemetry (shipped to collectors and log stores) names
