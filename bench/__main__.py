@@ -21,6 +21,7 @@ from types import FrameType
 
 from bench import measure, report
 from bench.load import CONNECTIONS, THREADS, find_wrk
+from bench.nexus_server import Profile
 from bench.process import REPO_ROOT
 
 DEFAULT_OUTPUT = REPO_ROOT / "bench" / "results" / "latest.json"
@@ -65,8 +66,8 @@ def collect(run: measure.Run) -> tuple[dict[str, report.Measurement], list[str]]
             measured[key] = report.Measurement(error=f"{type(exc).__name__}: {exc}")
         if measured[key].value is None:
             failures.append(f"{key}: {measured[key].error}")
-    measured.update(measure.measure_nexus_safely(run, full=False))
-    measured.update(measure.measure_nexus_safely(run, full=True))
+    for profile in (Profile.DEFAULTS, Profile.AUTH, Profile.FULL):
+        measured.update(measure.measure_nexus_safely(run, profile=profile))
     measured.update(measure.measure_startup())
     return measured, failures
 
@@ -94,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         run = measure.Run(wrk, Path(workdir), args.duration, args.warmup)
         measured, failures = collect(run)
     lines = report.evaluate(report.SPECS, measured)
-    notes = [report.FULL_PIPELINE_NOTE, "one server process each, uvicorn + uvloop + httptools, 127.0.0.1"]
+    notes = [
+        report.AUTH_ON_NOTE,
+        report.FULL_PIPELINE_NOTE,
+        "one server process each, uvicorn + uvloop + httptools, 127.0.0.1",
+    ]
     print(f"{meta['started_at']}  {meta['load']}  ({meta['machine']})")
     print(report.render(lines, notes), flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench import check, startup
 from bench.load import WrkOutputError, lua_script, run_wrk
-from bench.nexus_server import BENCH_PASSWORD, BENCH_USER, TENANT, TENANT_HOST
+from bench.nexus_server import BENCH_PASSWORD, BENCH_USER, TENANT, TENANT_HOST, Profile
 from bench.process import HarnessError, Server, free_port, running
 from bench.report import Measurement
 
@@ -28,6 +28,22 @@ ROW_ERRORS = (
     subprocess.TimeoutExpired,
 )
 IDLE_REQUESTS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class NexusRows:
+    """The keys of the rows one Nexus server process gives: REST, then MCP or the session token."""
+
+    rss: str
+    rest: str
+    second: str
+
+
+ROWS = {
+    Profile.DEFAULTS: NexusRows("rss_defaults", "nexus_defaults", "nexus_mcp"),
+    Profile.AUTH: NexusRows("rss_auth", "nexus_auth", "nexus_auth_session"),
+    Profile.FULL: NexusRows("rss_full", "nexus_full", "nexus_session"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,39 +113,41 @@ def _idle_rss(server: Server, port: int, headers: Mapping[str, str]) -> Measurem
     return Measurement(server.rss_mib())
 
 
-def measure_nexus(run: Run, *, full: bool) -> dict[str, Measurement]:
-    """Nexus defaults (REST, MCP, RSS) or the full pipeline (REST, RSS) from one server process."""
-    kind = "full" if full else "defaults"
+def measure_nexus(run: Run, *, profile: Profile) -> dict[str, Measurement]:
+    """From one server process: Nexus defaults (REST, MCP, RSS), or auth on / the full pipeline
+    (REST with the API key and with a session token, RSS) after checking they decide."""
+    kind = profile.value
     progress(f"nexus {kind}")
     state = run.workdir / f"nexus_{kind}"
     state.mkdir()
     api, mcp = free_port(), free_port()
-    args = [
-        "--api-port",
-        str(api),
-        "--mcp-port",
-        str(mcp),
-        "--state-dir",
-        str(state),
-        *(["--full"] if full else []),
-    ]
+    args = ["--api-port", str(api), "--mcp-port", str(mcp), "--state-dir", str(state), "--profile", kind]
+    keys = ROWS[profile]
     with running("bench.nexus_server", args, [api, mcp], run.workdir / f"nexus_{kind}.log") as server:
         headers = {"Content-Type": "application/json"}
-        if full:
-            # Every full-row request names the tenant by its subdomain, as wrk sends it too.
-            headers["Host"] = TENANT_HOST
-            headers["Authorization"] = f"Bearer {(state / 'api_key').read_text().strip()}"
-            ops = {"Authorization": f"Bearer {(state / 'ops_key').read_text().strip()}"}
-            _check_tenancy_on(api, headers, ops)
-            _check_authorization_on(api, headers)
-        rows = {f"rss_{kind}": attempt(lambda: _idle_rss(server, api, headers))}
-        rows[f"nexus_{kind}"] = attempt(lambda: _rest(run, f"nexus_{kind}", api, headers))
-        if full:
-            session = {**headers, "Authorization": f"Bearer {_login(api, TENANT_HOST)}"}
-            rows["nexus_session"] = attempt(lambda: _rest(run, "nexus_session", api, session))
+        if profile is not Profile.DEFAULTS:
+            headers = _checked_credentials(api, state, profile, headers)
+        rows = {keys.rss: attempt(lambda: _idle_rss(server, api, headers))}
+        rows[keys.rest] = attempt(lambda: _rest(run, keys.rest, api, headers))
+        if profile is Profile.DEFAULTS:
+            rows[keys.second] = attempt(lambda: _mcp(run, keys.second, mcp))
         else:
-            rows["nexus_mcp"] = attempt(lambda: _mcp(run, "nexus_mcp", mcp))
+            session = {**headers, "Authorization": f"Bearer {_login(api, headers.get('Host'))}"}
+            rows[keys.second] = attempt(lambda: _rest(run, keys.second, api, session))
         return rows
+
+
+def _checked_credentials(port: int, state: Path, profile: Profile, base: Mapping[str, str]) -> dict[str, str]:
+    """`base` with the bench key, and on the full rows the tenant's Host (wrk sends it too), once
+    checked that the rows time what they say: RBAC+ABAC deciding, and on the full rows tenancy
+    deciding and counting too."""
+    headers = {**base, "Authorization": f"Bearer {(state / 'api_key').read_text().strip()}"}
+    if profile is Profile.FULL:
+        headers["Host"] = TENANT_HOST
+        ops = {"Authorization": f"Bearer {(state / 'ops_key').read_text().strip()}"}
+        _check_tenancy_on(port, headers, ops)
+    _check_authorization_on(port, headers)
+    return headers
 
 
 def _check_tenancy_on(port: int, headers: Mapping[str, str], ops: Mapping[str, str]) -> None:
@@ -150,35 +168,32 @@ def _tenant_usage(port: int, ops: Mapping[str, str]) -> dict[str, float]:
 
 
 def _check_authorization_on(port: int, headers: Mapping[str, str]) -> None:
-    """The full rows time RBAC+ABAC: a workflow no role of the key may run must be refused."""
+    """The auth and full rows time RBAC+ABAC: a workflow no role of the key may run must be refused."""
     check.check_authorization_refused(
         *check.post(port, "/workflows/sealed/execute", check.REST_BODY, headers)
     )
 
 
-def _login(port: int, host: str) -> str:
-    """Log in as the bench user on `host`'s route; the API channel token of the new session (a
-    session made on a tenant's route is that tenant's, and serves there only)."""
+def _login(port: int, host: str | None) -> str:
+    """Log in as the bench user on `host`'s route (None: the platform's); the API channel token of
+    the new session (a session made on a tenant's route is that tenant's, and serves there only)."""
     body = json.dumps({"username": BENCH_USER, "password": BENCH_PASSWORD})
-    status, text = check.post(port, "/auth/login", body, {"Content-Type": "application/json", "Host": host})
+    headers = {"Content-Type": "application/json", **({} if host is None else {"Host": host})}
+    status, text = check.post(port, "/auth/login", body, headers)
     if status != 200:
         raise check.WrongAnswerError(f"login: HTTP {status}: {text[:200]}")
     token: str = json.loads(text)["access_token"]
     return token
 
 
-def measure_nexus_safely(run: Run, *, full: bool) -> dict[str, Measurement]:
+def measure_nexus_safely(run: Run, *, profile: Profile) -> dict[str, Measurement]:
     """As `measure_nexus`, but a server that never comes up fails its rows instead of the run."""
-    keys = (
-        ["nexus_full", "nexus_session", "rss_full"]
-        if full
-        else ["nexus_defaults", "nexus_mcp", "rss_defaults"]
-    )
     try:
-        return measure_nexus(run, full=full)
+        return measure_nexus(run, profile=profile)
     except ROW_ERRORS as exc:
         failed = Measurement(error=f"the Nexus server did not serve: {exc}")
-        return dict.fromkeys(keys, failed)
+        keys = ROWS[profile]
+        return dict.fromkeys((keys.rest, keys.second, keys.rss), failed)
 
 
 def measure_startup() -> dict[str, Measurement]:

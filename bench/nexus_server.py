@@ -1,19 +1,21 @@
 """Nexus under test: one `add` workflow, served by `app.start()` in this process.
 
-Run as `python -m bench.nexus_server --api-port P --mcp-port Q --state-dir D [--full]`. With
-`--full`, auth, RBAC (50 roles), ABAC (policies that apply to `add` and hold), a never-reached rate
-limit, monitoring and tenancy are on, and the API key is written to D/api_key before the ports open
-(the harness waits for the ports, then reads it); the user `bench` exists too, for the harness to log
-in as (the session-token row). Key and user hold the role `bench`, allowed through the workflow's
-tag, and are members of the one tenant, "bench": `add` is served on its route only (REST: the Host
-`bench.api.bench`), counted against quotas that are never reached. A platform key in D/ops_key may
-read /metrics, where the harness checks that the quotas count.
+Run as `python -m bench.nexus_server --api-port P --mcp-port Q --state-dir D [--profile P]`.
+`defaults` is Nexus as constructed. `auth` turns on auth, RBAC (50 roles), ABAC (policies that
+apply to `add` and hold), a never-reached rate limit and monitoring, and writes the API key to
+D/api_key before the ports open (the harness waits for the ports, then reads it); the user `bench`
+exists too, for the harness to log in as (the session-token row). Key and user hold the role
+`bench`, allowed through the workflow's tag. `full` (or `--full`) adds tenancy: key and user are
+members of the one tenant, "bench", and `add` is served on its route only (REST: the Host
+`bench.api.bench`), counted against quotas that are never reached. Both write a platform key to
+D/ops_key that may read /metrics, where the harness checks that the full server's quotas count.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import enum
 from pathlib import Path
 
 from nexus import Nexus
@@ -43,6 +45,16 @@ TENANT_QUOTAS = {"api_requests_per_hour": 100_000_000, "concurrent_workflows": 1
 
 
 SEALED = "sealed"
+
+
+class Profile(enum.StrEnum):
+    """What the served app turns on."""
+
+    DEFAULTS = "defaults"
+    AUTH = "auth"
+    """Auth (API keys, sessions) + RBAC + ABAC + rate limit + monitoring; no tenancy."""
+    FULL = "full"
+    """`auth` + tenancy: moderate isolation, subdomain routing, quotas."""
 
 
 def build_rbac() -> RBACManager:
@@ -97,10 +109,13 @@ def build_abac() -> ABACPolicyEngine:
     return abac
 
 
-def build_app(api_port: int, mcp_port: int, state_dir: Path, *, full: bool) -> Nexus:
-    """Build the app and register `add`; with `full`, mint the bench API key into state_dir/api_key."""
+def build_app(api_port: int, mcp_port: int, state_dir: Path, *, profile: Profile) -> Nexus:
+    """Build the app and register `add`; past `defaults`, mint the bench API key into
+    state_dir/api_key."""
     state_url = f"sqlite:///{state_dir / 'bench.db'}"
-    if full:
+    if profile is Profile.DEFAULTS:
+        app = Nexus(api_port=api_port, mcp_port=mcp_port, state_url=state_url)
+    else:
         app = Nexus(
             api_port=api_port,
             mcp_port=mcp_port,
@@ -109,10 +124,12 @@ def build_app(api_port: int, mcp_port: int, state_dir: Path, *, full: bool) -> N
             rate_limit=UNREACHED_RATE_LIMIT,
             enable_monitoring=True,
         )
+    tenancy = profile is Profile.FULL
+    if tenancy:
         app.tenancy.manager = TenantManager(isolation_level="moderate", resource_quotas=TENANT_QUOTAS)
-        app.tenancy.base_domain = BASE_DOMAIN
-    else:
-        app = Nexus(api_port=api_port, mcp_port=mcp_port, state_url=state_url)
+    if profile is not Profile.DEFAULTS:
+        # Not NEXUS_BASE_DOMAIN: whether the rows route by subdomain is the profile's to say.
+        app.tenancy.base_domain = BASE_DOMAIN if tenancy else None
     builder = WorkflowBuilder()
     builder.add_node("PythonCodeNode", "add", {"code": "result = a + b"})
     builder.add_input("a", int)
@@ -123,43 +140,55 @@ def build_app(api_port: int, mcp_port: int, state_dir: Path, *, full: bool) -> N
         description="Add two integers.",
         tags=TAGS,
         metadata=METADATA,
-        tenant_scoped=full,
+        tenant_scoped=tenancy,
     )
-    if full:
+    if profile is not Profile.DEFAULTS:
         # No role of the bench key may run "sealed": the harness checks it is refused before timing,
-        # so the full rows cannot pass with authorization silently off.
-        app.register(SEALED, builder.build(), description="Not for the bench key.", tenant_scoped=True)
+        # so the authorized rows cannot pass with authorization silently off.
+        app.register(SEALED, builder.build(), description="Not for the bench key.", tenant_scoped=tenancy)
         app.set_rbac_manager(build_rbac())
         app.set_abac_engine(build_abac())
         # Long enough that no token expires during a run; the harness logs in once.
         app.auth.access_token_duration = 3600
-        asyncio.run(_populate(app, state_dir))
+        asyncio.run(_populate(app, state_dir, tenancy=tenancy))
     return app
 
 
-async def _populate(app: Nexus, state_dir: Path) -> None:
-    """The tenant, the key and user who are its members, and the platform's metrics key; the keys'
-    plaintexts go to state_dir/api_key and state_dir/ops_key."""
-    await app.create_tenant(TENANT, "Bench", {"api_subdomain": TENANT})
-    issued = await app.create_api_key("bench", roles=[BENCH_ROLE], tenants=[TENANT])
-    await app.create_user(BENCH_USER, BENCH_PASSWORD, roles=[BENCH_ROLE], tenants=[TENANT])
+async def _populate(app: Nexus, state_dir: Path, *, tenancy: bool) -> None:
+    """The bench key and user (with `tenancy`, members of the one tenant, created here) and the
+    platform's metrics key; the keys' plaintexts go to state_dir/api_key and state_dir/ops_key."""
+    tenants = [TENANT] if tenancy else []
+    if tenancy:
+        await app.create_tenant(TENANT, "Bench", {"api_subdomain": TENANT})
+    issued = await app.create_api_key("bench", roles=[BENCH_ROLE], tenants=tenants)
+    await app.create_user(BENCH_USER, BENCH_PASSWORD, roles=[BENCH_ROLE], tenants=tenants)
     ops = await app.create_api_key("bench-ops", roles=[OPS_ROLE])
     (state_dir / "api_key").write_text(issued.plaintext)
     (state_dir / "ops_key").write_text(ops.plaintext)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.nexus_server")
     parser.add_argument("--api-port", type=int, required=True)
     parser.add_argument("--mcp-port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument(
-        "--full",
-        action="store_true",
-        help="auth + RBAC + ABAC + rate limit + monitoring + tenancy (audit is always on)",
+        "--profile",
+        type=Profile,
+        choices=list(Profile),
+        default=Profile.DEFAULTS,
+        help="defaults; auth: auth + RBAC + ABAC + rate limit + monitoring; full: auth + tenancy "
+        "(audit is always on)",
     )
-    args = parser.parse_args()
-    app = build_app(args.api_port, args.mcp_port, args.state_dir, full=args.full)
+    parser.add_argument(
+        "--full", dest="profile", action="store_const", const=Profile.FULL, help="--profile full"
+    )
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
+    app = build_app(args.api_port, args.mcp_port, args.state_dir, profile=args.profile)
     app.start()
 
 

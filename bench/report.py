@@ -14,6 +14,13 @@ REQ_PER_S = "req/s"
 SECONDS = "s"
 MIB = "MiB"
 
+AUTH_ON_NOTE = (
+    "auth on = auth (an API key, or a channel token of a session logged in on the platform's route: "
+    "EdDSA JWT + session check) + RBAC (50 roles; the caller's role allows `add` through a tag) + ABAC "
+    "(5 policies, 3 apply to `add` and are evaluated per call) + rate limit (never reached) + audit + "
+    "metrics; no tenancy (no tenant manager or base domain, `add` not tenant-scoped, key and user of no "
+    "tenant); checked before timing: a workflow no role of the key may run is refused"
+)
 FULL_PIPELINE_NOTE = (
     "full pipeline = auth (an API key, or a channel token of a session logged in on the tenant's route: "
     "EdDSA JWT + session check) + tenancy (moderate isolation; the tenant routed by the Host's "
@@ -68,6 +75,20 @@ SPECS: tuple[Spec, ...] = (
     Spec("floor", "floor: bare Starlette", REQ_PER_S),
     Spec("nexus_defaults", "nexus defaults (auth off)", REQ_PER_S, "floor", Target(min_ratio=0.5)),
     Spec(
+        "nexus_auth",
+        "nexus auth on, RBAC+ABAC (API key)",
+        REQ_PER_S,
+        "floor",
+        Target(min_ratio=0.33),
+    ),
+    Spec(
+        "nexus_auth_session",
+        "nexus auth on, RBAC+ABAC (session token)",
+        REQ_PER_S,
+        "floor",
+        Target(min_ratio=0.33),
+    ),
+    Spec(
         "nexus_full",
         "nexus full pipeline, RBAC+ABAC on (API key)",
         REQ_PER_S,
@@ -86,6 +107,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("import_nexus", 'python -c "import nexus"', SECONDS, target=Target(max_value=0.4)),
     Spec("nexus_help", "nexus --help", SECONDS, target=Target(max_value=0.5)),
     Spec("rss_defaults", "idle RSS, nexus defaults", MIB, target=Target(max_value=90.0)),
+    Spec("rss_auth", "idle RSS, nexus auth on", MIB, target=Target(max_value=90.0)),
     Spec("rss_full", "idle RSS, nexus full pipeline", MIB, target=Target(max_value=90.0)),
 )
 

@@ -25,6 +25,7 @@ from bench.nexus_server import (
     TENANT,
     TENANT_HOST,
     TENANT_QUOTAS,
+    Profile,
     build_app,
 )
 from bench.report import FULL_PIPELINE_NOTE
@@ -125,7 +126,7 @@ def test_the_note_says_tenancy_is_on_and_what_it_costs() -> None:
 
 
 def test_full_server_serves_add_to_the_bench_tenant_with_quotas_that_count(tmp_path: Path) -> None:
-    app = build_app(0, 0, tmp_path, full=True)
+    app = build_app(0, 0, tmp_path, profile=Profile.FULL)
 
     manager = app.tenancy.manager
     assert isinstance(manager, TenantManager)
@@ -152,7 +153,7 @@ def test_full_server_serves_add_to_the_bench_tenant_with_quotas_that_count(tmp_p
 
 
 def test_default_server_has_no_tenancy(tmp_path: Path) -> None:
-    app = build_app(0, 0, tmp_path, full=False)
+    app = build_app(0, 0, tmp_path, profile=Profile.DEFAULTS)
 
     assert app.tenancy.manager is None
     assert not app._catalog.get("add").tenant_scoped
