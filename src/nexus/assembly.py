@@ -519,7 +519,23 @@ def compliance_in_force(options: Options, auth: AuthSettings) -> CompliancePolic
     check_requirements(
         policy, enable_auth=options.enable_auth, mfa=mfa.policy() if mfa is not None else MfaPolicy()
     )
+    if policy.frameworks and _erased_at_restart(options.state_url):
+        raise ConfigurationError(
+            f"app.auth.compliance_mode {auth.compliance_mode!r} keeps the audit trail "
+            f"{policy.retention_days} days, but state_url names an in-memory database that the next "
+            "stop erases: give a SQLite file or a PostgreSQL state_url."
+        )
     return policy
+
+
+def _erased_at_restart(state_url: str) -> bool:
+    """Whether `state_url` is an in-memory SQLite database (gone when the process stops)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(state_url)
+    if not url.drivername.startswith("sqlite"):
+        return False
+    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
 def api_base_url(options: Options) -> str:

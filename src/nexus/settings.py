@@ -104,7 +104,7 @@ class AuthSettings(Section):
     least the mode's floor (README, "Compliance"). None: no framework."""
     audit_log_retention: int | None = None
     """Days audit records are kept, then purged (hourly while serving; `nexus audit purge`).
-    None: forever, unless `compliance_mode` sets its floor (SOX 2557, HIPAA 2190 days)."""
+    None: forever, unless `compliance_mode` sets its floor (SOX 2557, HIPAA 2192 days)."""
 
     def validate(self) -> None:
         for name in ("api_key_cache_seconds", "session_cache_seconds", "token_leeway_seconds"):

@@ -5,12 +5,17 @@ Serving tests bind 127.0.0.1 on ports the OS picks; the refusals come before any
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from nexus import Nexus
+from nexus.channels.http import health_check
+from nexus.core.cluster import ClusterNode, ClusterView
+from nexus.core.types import Channel, Invocation
 from nexus.errors import ConfigurationError
 from nexus.settings import ApiSettings, Options, check_clustering
 
@@ -84,3 +89,30 @@ def test_an_app_with_clustering_on_sqlite_does_not_start(tmp_path: Path) -> None
 
     assert not (tmp_path / "state.db").exists()  # refused before any backend was opened
     app.api.enable_clustering = False  # not serving: the settings can change again
+
+
+class _Served:
+    """The one pipeline call the health detail makes: which workflows the route is served."""
+
+    def served(self, invocation: Invocation) -> list[object]:
+        return []
+
+
+async def test_the_cluster_view_is_shown_on_the_platforms_route_only() -> None:
+    """The nodes' internal addresses are the platform's; a tenant's members never see them."""
+    now = datetime.now(UTC)
+    node = ClusterNode("node-1", "10.0.0.5:8000", "10.0.0.5:3000", "0.1.0", now, ready=True, last_seen=now)
+
+    async def view() -> ClusterView:
+        return ClusterView("node-1", (node,))
+
+    async def ready() -> bool:
+        return True
+
+    check = health_check(_Served(), ready, "0.1.0", cluster=view)  # type: ignore[arg-type]
+    call = Invocation(request_id="r", channel=Channel.API, workflow="_health", inputs={})
+    platform = await check(call)
+    tenant = await check(replace(call, tenant_id="acme"))
+    assert platform["cluster"]["nodes"][0]["api"] == "10.0.0.5:8000"
+    assert "cluster" not in tenant
+    assert tenant["ready"] is True

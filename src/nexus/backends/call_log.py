@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
+from nexus.core.telemetry import shown_principal
 from nexus.core.types import Action, CallRecord, Outcome
 
 EVENT = "call"
@@ -71,7 +72,7 @@ class JsonCallLog:
     def write(self, call: CallRecord, trace_id: str | None = None, span_id: str | None = None) -> None:
         """Log `call`, with the ids of its span when it was traced."""
         inv = call.invocation
-        principal = inv.principal.id if inv.principal.is_anonymous else self._conceal(inv.principal.id)
+        principal = shown_principal(call, self._conceal)
         fields: dict[str, Any] = {
             "channel": inv.channel.value,
             "workflow": call.workflow,

@@ -18,10 +18,12 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
+from nexus.core.telemetry import shown_principal
 from nexus.core.types import Action, CallRecord, Outcome
 
 TRACES_PATH = "/v1/traces"
@@ -69,8 +71,12 @@ class OtelSpanRecorder:
         exporter: SpanExporter | None = None,
     ) -> None:
         """`exporter` replaces the OTLP/HTTP one (for tests of the span shape only)."""
+        # Every call is a span, whatever the caller's trace-flags say: a caller sending an
+        # unsampled traceparent must not switch off the monitoring of its own calls.
         self._provider = TracerProvider(
-            resource=Resource.create({"service.name": service_name}), shutdown_on_exit=False
+            resource=Resource.create({"service.name": service_name}),
+            sampler=ALWAYS_ON,
+            shutdown_on_exit=False,
         )
         chosen = exporter if exporter is not None else OTLPSpanExporter(endpoint=traces_endpoint(endpoint))
         self._provider.add_span_processor(BatchSpanProcessor(chosen))
@@ -123,7 +129,7 @@ class OtelSpanRecorder:
             ACTION: action,
             OUTCOME: call.outcome.value,
             REQUEST_ID: inv.request_id,
-            PRINCIPAL: inv.principal.id if inv.principal.is_anonymous else self._conceal(inv.principal.id),
+            PRINCIPAL: shown_principal(call, self._conceal),
         }
         if call.error_code is not None:
             attributes[ERROR_CODE] = attributes[ERROR_TYPE] = call.error_code

@@ -148,7 +148,8 @@ def health_check(
 ) -> HealthCheck:
     """The health detail as a pipeline operation: status, version, readiness, how many workflows
     the call's route is served (a tenant's route: that tenant's, never the others') and, with
-    clustering, this node's id and the live nodes. Every channel answers with this one document."""
+    clustering and on the platform's route, this node's id and the live nodes. Every channel
+    answers with this one document."""
 
     async def check(invocation: Invocation) -> dict[str, Any]:
         ready = await is_ready()
@@ -158,7 +159,9 @@ def health_check(
             "workflows": len(pipeline.served(invocation)),
             "ready": ready,
         }
-        if cluster is not None:
+        if cluster is not None and invocation.tenant_id is None:
+            # The nodes' internal addresses are the platform's: a tenant's route never shows them
+            # (as metrics and explain, which span every tenant, are the platform's route only).
             document["cluster"] = _cluster_document(await cluster())
         return document
 

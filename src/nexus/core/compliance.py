@@ -42,9 +42,10 @@ MODES: Final[Mapping[str, frozenset[Framework]]] = MappingProxyType(
 """`app.auth.compliance_mode` values and the frameworks each follows."""
 
 RETENTION_FLOOR_DAYS: Final[Mapping[Framework, int]] = MappingProxyType(
-    {Framework.SOX: 2557, Framework.HIPAA: 2190}
+    {Framework.SOX: 2557, Framework.HIPAA: 2192}
 )
-"""Fewest days a framework keeps audit records (GDPR sets none)."""
+"""Fewest days a framework keeps audit records (GDPR sets none): whole calendar years, so each
+counts the most leap days such a span can hold (7 years: 2557 days, 6 years: 2192)."""
 
 _FLOOR_SOURCE: Final = MappingProxyType(
     {Framework.SOX: "7 years, SOX section 802", Framework.HIPAA: "6 years, 45 CFR 164.316(b)(2)"}

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from nexus.core.types import CallRecord, Channel, Outcome
+
+UNVERIFIED = "unverified"
+"""How telemetry names the account a failed login step tried: never by what the caller typed."""
 
 
 class SystemClock:
@@ -42,3 +46,15 @@ class NoopCallObserver:
 
     async def close(self) -> None:
         return None
+
+
+def shown_principal(call: CallRecord, conceal: Callable[[str], str]) -> str:
+    """The caller as telemetry (call logs, spans) may name it: "anonymous" as is; the account a
+    failed login step tried, never (its id holds what the caller typed as a username, sometimes a
+    password in the wrong field: the audit record keeps it); anyone else through `conceal`."""
+    principal = call.invocation.principal
+    if principal.is_anonymous:
+        return principal.id
+    if principal.kind == "login" and call.outcome is not Outcome.SUCCESS:
+        return UNVERIFIED
+    return conceal(principal.id)

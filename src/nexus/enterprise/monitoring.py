@@ -99,7 +99,7 @@ class PrometheusMonitoring:
             if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ConfigurationError(
                     "PrometheusMonitoring.traces_endpoint must be an http:// or https:// URL "
-                    f"(an OTLP/HTTP collector, e.g. http://127.0.0.1:4318), got {endpoint!r}."
+                    "(an OTLP/HTTP collector, e.g. http://127.0.0.1:4318)."  # the value may hold a token
                 )
         name = self.service_name
         if not isinstance(name, str) or not name.strip():

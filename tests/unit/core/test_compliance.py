@@ -67,12 +67,12 @@ def test_an_unknown_mode_is_refused_naming_the_setting_and_the_valid_ones(mode: 
 
 
 def test_the_floors_are_seven_years_for_sox_and_six_for_hipaa() -> None:
-    assert RETENTION_FLOOR_DAYS == {Framework.SOX: 2557, Framework.HIPAA: 2190}
+    assert RETENTION_FLOOR_DAYS == {Framework.SOX: 2557, Framework.HIPAA: 2192}
     assert set(MODES) == {"gdpr", "hipaa", "sox", "enterprise"}
 
 
 @pytest.mark.parametrize(
-    ("mode", "days"), [("sox", 2557), ("enterprise", 2557), ("hipaa", 2190), ("gdpr", None), (None, None)]
+    ("mode", "days"), [("sox", 2557), ("enterprise", 2557), ("hipaa", 2192), ("gdpr", None), (None, None)]
 )
 def test_a_mode_without_a_retention_keeps_records_for_its_floor(mode: str | None, days: int | None) -> None:
     policy = compliance_policy(mode, None)
@@ -81,7 +81,7 @@ def test_a_mode_without_a_retention_keeps_records_for_its_floor(mode: str | None
     assert policy.retention == (None if days is None else timedelta(days=days))
 
 
-@pytest.mark.parametrize(("mode", "floor"), [("sox", 2557), ("enterprise", 2557), ("hipaa", 2190)])
+@pytest.mark.parametrize(("mode", "floor"), [("sox", 2557), ("enterprise", 2557), ("hipaa", 2192)])
 def test_a_retention_below_the_floor_is_refused_with_the_floor_and_its_source(mode: str, floor: int) -> None:
     with pytest.raises(ConfigurationError) as caught:
         compliance_policy(mode, floor - 1)
