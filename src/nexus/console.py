@@ -373,7 +373,7 @@ def _verification_lines(result: AuditVerification) -> list[str]:
     if result.first_seq > 1:
         lines.append(f"Records before {result.first_seq} were purged; the chain starts at their anchor.")
     if result.unchained:
-        lines.append(f"{result.unchained} records stored before the chain began are not covered by it.")
+        lines.append(f"{result.unchained} records lie outside the chain: an older node's, or forged.")
     return lines
 
 

@@ -13,6 +13,8 @@ from sqlalchemy import text
 from tests.contract.test_audit_sink import T0, make_record
 
 from nexus.backends.sql import SqlState, open_state
+from nexus.backends.sql.audit_sink import _to_row
+from nexus.backends.sql.schema import audit_records
 from nexus.errors import AuditIntegrityError
 
 
@@ -96,21 +98,44 @@ async def test_the_newest_rows_deleted_in_the_database_are_found(sql_state: SqlS
     assert result.reason == "records 4 to 5 are missing"
 
 
+async def _forge(state: SqlState, record_id: int | None = None) -> None:
+    """Insert a record as an intruder would, past the audit writer; with `record_id` if given."""
+    row = _to_row(make_record("forged", principal_id="key:mallory"))
+    if record_id is not None:
+        row["id"] = record_id
+    async with state.engine.begin() as connection:
+        await connection.execute(audit_records.insert().values(row))
+
+
 async def test_a_row_inserted_without_the_writer_is_found(sql_state: SqlState) -> None:
     await _fill(sql_state, 2)
-    await _execute(
-        sql_state,
-        "INSERT INTO audit_records (time, request_id, channel, principal_id, workflow, action, outcome, "
-        "duration_ms, client_addr, reason) VALUES (:t, 'forged', 'api', 'key:mallory', 'report', "
-        "'execute', 'success', 1.0, '', '')",
-        t=T0.replace(tzinfo=None),
-    )
+    await _forge(sql_state)
 
     result = await sql_state.audit.verify()
 
     assert not result.intact
     assert result.reason is not None
-    assert "has no sequence number" in result.reason
+    assert result.reason.startswith("a record outside the chain (id ")
+
+
+@pytest.mark.parametrize("forged_id", [-1, 0])
+async def test_a_row_forged_with_an_id_below_every_chained_one_is_found_and_kept(
+    sql_state: SqlState, forged_id: int
+) -> None:
+    await _fill(sql_state, 3, days_apart=True)
+    before = await sql_state.audit.verify()
+    await _forge(sql_state, forged_id)
+
+    result = await sql_state.audit.verify()
+    removed = await sql_state.audit.purge(T0 + timedelta(days=10))
+    after_purge = await sql_state.audit.verify()
+
+    assert before.intact, before.reason
+    assert (result.intact, result.unchained, result.head_hash) == (False, 1, before.head_hash)
+    assert result.reason == f"a record outside the chain (id {forged_id})"
+    assert removed == 3
+    assert [record.request_id for record in await sql_state.audit.query()] == ["forged"]
+    assert (after_purge.intact, after_purge.reason) == (False, result.reason)
 
 
 async def test_a_purge_keeps_what_is_left_verifiable_over_several_chunks(state_url: str) -> None:

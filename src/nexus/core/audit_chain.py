@@ -118,7 +118,7 @@ class AuditVerification:
     """The newest record's hash (the anchor's when none is left): note it down elsewhere to
     detect a rewrite of the whole chain later."""
     unchained: int = 0
-    """Records written before the store kept a chain; kept, but not covered by it."""
+    """Records outside the chain (no sequence number: an older node's, or forged); any breaks it."""
     broken_seq: int | None = None
     """The first sequence number that fails (None when intact, or when the fault has none)."""
     reason: str | None = None
@@ -159,9 +159,9 @@ class ChainVerifier:
         self.checked += 1
         return True
 
-    def finish(self, *, unchained: int = 0, stray_id: int | None = None) -> AuditVerification:
-        """The result once every link was fed; `stray_id` is a record without a sequence number
-        stored after the chain began (no audit writer leaves one)."""
+    def finish(self, *, unchained: int = 0, first_unchained_id: int | None = None) -> AuditVerification:
+        """The result once every link was fed; `unchained` records are stored without a sequence
+        number (no audit writer of this version leaves one), the lowest id `first_unchained_id`."""
         tail = self._state.tail_seq
         last = self._expected - 1
         if not self.broken:
@@ -171,8 +171,9 @@ class ChainVerifier:
                 self._break(tail + 1, f"record {tail + 1} lies beyond the chain's recorded end")
             elif self._prev != self._state.tail_hash:
                 self._break(tail, f"record {tail} does not end the chain as recorded: its hash differs")
-            elif stray_id is not None:
-                self.reason = f"record id {stray_id} has no sequence number: no audit writer stored it"
+            elif unchained or first_unchained_id is not None:
+                more = f" and {unchained - 1} more" if unchained > 1 else ""
+                self.reason = f"a record outside the chain (id {first_unchained_id}){more}"
         return AuditVerification(
             intact=not self.broken,
             checked=self.checked,

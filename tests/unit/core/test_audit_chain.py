@@ -120,10 +120,10 @@ def test_extend_links_each_record_to_the_one_before_it() -> None:
 def test_an_untouched_chain_is_intact_and_says_what_it_covered() -> None:
     state, links = chain(5)
 
-    result = verify(state, links).finish(unchained=3)
+    result = verify(state, links).finish()
 
     assert result.intact
-    assert (result.checked, result.first_seq, result.last_seq, result.unchained) == (5, 1, 5, 3)
+    assert (result.checked, result.first_seq, result.last_seq, result.unchained) == (5, 1, 5, 0)
     assert result.head_hash == links[-1].hash
     assert (result.broken_seq, result.reason) == (None, None)
 
@@ -221,15 +221,24 @@ def test_a_wrong_anchor_hash_breaks_the_first_record_after_it() -> None:
     assert "purge anchor" in result.reason
 
 
-def test_a_record_without_a_sequence_number_stored_after_the_chain_began_breaks_it() -> None:
+@pytest.mark.parametrize("record_id", [-1, 0, 41])
+def test_a_record_without_a_sequence_number_breaks_the_chain_whatever_its_id(record_id: int) -> None:
     state, links = chain(2)
 
-    result = verify(state, links).finish(stray_id=41)
+    result = verify(state, links).finish(unchained=1, first_unchained_id=record_id)
 
     assert not result.intact
-    assert result.broken_seq is None
-    assert result.reason is not None
-    assert "record id 41" in result.reason
+    assert (result.broken_seq, result.unchained) == (None, 1)
+    assert result.reason == f"a record outside the chain (id {record_id})"
+
+
+def test_several_records_outside_the_chain_are_counted_from_the_lowest_id() -> None:
+    state, links = chain(2)
+
+    result = verify(state, links).finish(unchained=3, first_unchained_id=7)
+
+    assert (result.intact, result.unchained) == (False, 3)
+    assert result.reason == "a record outside the chain (id 7) and 2 more"
 
 
 @pytest.mark.parametrize(("cutoff_s", "expected"), [(0, 0), (3, 2), (10, 5)])

@@ -139,8 +139,8 @@ class SqlAuditSink:
         return [_to_record(row) for row in rows]
 
     async def purge(self, before: datetime) -> int:
-        """Delete the chain's leading records stamped before `before`, and unchained ones before
-        it, a chunk per transaction; how many went.
+        """Delete the chain's leading records stamped before `before`, a chunk per transaction;
+        how many went. A record outside the chain is never deleted: verification reports it.
 
         Raises:
             AuditIntegrityError: the chain is broken among the records to delete (none of those are).
@@ -228,13 +228,12 @@ class SqlAuditSink:
             _settle(pending, None)
 
 
-async def _chain_state(connection: AsyncConnection) -> tuple[ChainState, int] | None:
-    """The chain's anchor and tail, and the last id stored before the chain began."""
+async def _chain_state(connection: AsyncConnection) -> ChainState | None:
+    """The chain's anchor and tail (None when its row is missing)."""
     row = (await connection.execute(select(audit_chain).where(audit_chain.c.id == CHAIN_ROW))).one_or_none()
     if row is None:
         return None
-    state = ChainState(row.anchor_seq, row.anchor_hash, row.tail_seq, row.tail_hash)
-    return state, int(row.unchained_through_id)
+    return ChainState(row.anchor_seq, row.anchor_hash, row.tail_seq, row.tail_hash)
 
 
 def _link(row: Any) -> ChainLink:
@@ -242,13 +241,12 @@ def _link(row: Any) -> ChainLink:
 
 
 async def _purge_chunk(connection: AsyncConnection, cutoff: datetime) -> tuple[int, bool]:
-    """Delete up to one chunk of expired records, chained and unchained; (count, more may remain)."""
+    """Delete up to one chunk of the chain's expired leading records; (count, more may remain)."""
     if connection.dialect.name == "postgresql":
         await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_PURGE_LOCK})
-    found = await _chain_state(connection)
-    if found is None:
+    state = await _chain_state(connection)
+    if state is None:
         raise AuditIntegrityError("The audit trail's chain row (audit_chain) is missing; nothing was purged.")
-    state, _ = found
     seq = audit_records.c.seq
     rows = (
         await connection.execute(
@@ -269,16 +267,12 @@ async def _purge_chunk(connection: AsyncConnection, cutoff: datetime) -> tuple[i
             .where(audit_chain.c.id == CHAIN_ROW)
             .values(anchor_seq=last.seq, anchor_hash=last.hash)
         )
-    expired = select(audit_records.c.id).where(seq.is_(None), audit_records.c.time < cutoff)
-    unchained = await connection.execute(
-        delete(audit_records).where(audit_records.c.id.in_(expired.limit(_PURGE_CHUNK).scalar_subquery()))
-    )
-    return count + unchained.rowcount, count == _PURGE_CHUNK or unchained.rowcount == _PURGE_CHUNK
+    return count, count == _PURGE_CHUNK
 
 
 async def _verify_on(connection: AsyncConnection) -> AuditVerification:
-    found = await _chain_state(connection)
-    if found is None:
+    state = await _chain_state(connection)
+    if state is None:
         return AuditVerification(
             intact=False,
             checked=0,
@@ -287,19 +281,16 @@ async def _verify_on(connection: AsyncConnection) -> AuditVerification:
             head_hash=GENESIS_HASH,
             reason="the chain's row (audit_chain) is missing",
         )
-    state, through_id = found
     seq, record_id = audit_records.c.seq, audit_records.c.id
-    unchained = await connection.scalar(
-        select(func.count()).select_from(audit_records).where(seq.is_(None), record_id <= through_id)
-    )
-    stray = await connection.scalar(select(func.min(record_id)).where(seq.is_(None), record_id > through_id))
+    # Every record a writer stores is chained: one without a sequence number is outside the chain.
+    outside = (await connection.execute(select(func.count(), func.min(record_id)).where(seq.is_(None)))).one()
     verifier = ChainVerifier(state)
     after: int | None = None
     while True:
         page = select(audit_records).where(seq.is_not(None)).order_by(seq).limit(_VERIFY_PAGE)
         rows = (await connection.execute(page if after is None else page.where(seq > after))).all()
         if not all(verifier.feed(_link(row)) for row in rows) or len(rows) < _VERIFY_PAGE:
-            return verifier.finish(unchained=int(unchained or 0), stray_id=stray)
+            return verifier.finish(unchained=int(outside[0]), first_unchained_id=outside[1])
         after = rows[-1].seq
 
 

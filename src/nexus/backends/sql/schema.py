@@ -91,7 +91,7 @@ audit_records = Table(
     Column("client_addr", Text, nullable=False),
     Column("reason", Text, nullable=False),
     Column("tenant_id", Text, nullable=True),
-    # The hash chain (see nexus.core.audit_chain); NULL on records stored before it began.
+    # The hash chain (see nexus.core.audit_chain); NULL only on a record no audit writer chained.
     Column("seq", BigInteger, nullable=True),
     Column("prev_hash", Text, nullable=True),
     Column("hash", Text, nullable=True),
@@ -118,8 +118,6 @@ audit_chain = Table(
     # The newest record: the next one links to it; its row is locked while a batch extends the chain.
     Column("tail_seq", BigInteger, nullable=False),
     Column("tail_hash", Text, nullable=False),
-    # Records with ids up to this one were stored before the chain began, without sequence numbers.
-    Column("unchained_through_id", BigInteger, nullable=False),
 )
 
 users = Table(
