@@ -10,34 +10,19 @@ import io
 import json
 import secrets
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx2
 import pytest
 from sqlalchemy import text
 from tests.support.otlp_receiver import OtlpReceiver
+from tests.support.records import audit_record
 
 from nexus import Nexus, RunningNexus
 from nexus.backends.sql import open_state
-from nexus.core.types import Action, AuditRecord, Channel, Outcome
 from nexus.enterprise.monitoring import PrometheusMonitoring
 from nexus.errors import ConfigurationError
 from nexus.workflow.builder import WorkflowBuilder
-
-
-def _record(request_id: str) -> AuditRecord:
-    return AuditRecord(
-        time=datetime.now(UTC),
-        request_id=request_id,
-        channel=Channel.API,
-        principal_id="key:alice",
-        workflow="report",
-        action=Action.EXECUTE,
-        outcome=Outcome.SUCCESS,
-        error_code=None,
-        duration_ms=1.0,
-    )
 
 
 @pytest.mark.postgres
@@ -45,7 +30,7 @@ async def test_a_row_forged_with_an_id_below_the_chain_start_breaks_verification
     state = await open_state(postgres_url)
     try:
         for n in range(3):
-            await state.audit.record(_record(f"real-{n}"))
+            await state.audit.record(audit_record(f"real-{n}"))
         before = await state.audit.verify()
         assert before.intact
         assert before.unchained == 0

@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from tests.support.records import audit_record
 
 from nexus import Nexus
 from nexus.backends.sql import open_state
-from nexus.core.types import Action, AuditRecord, Channel, Outcome
+from nexus.core.types import AuditRecord
 from nexus.enterprise.auth import EnterpriseAuthProvider, MultiFactorAuth
 from nexus.errors import ConfigurationError
 
@@ -22,17 +23,7 @@ def app_at(tmp_path: Path, *, enable_auth: bool = True) -> Nexus:
 
 
 def record(request_id: str, age: timedelta) -> AuditRecord:
-    return AuditRecord(
-        time=datetime.now(UTC) - age,
-        request_id=request_id,
-        channel=Channel.API,
-        principal_id="key:alice",
-        workflow="report",
-        action=Action.EXECUTE,
-        outcome=Outcome.SUCCESS,
-        error_code=None,
-        duration_ms=1.0,
-    )
+    return audit_record(request_id, datetime.now(UTC) - age)
 
 
 async def seed(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from tests.support.records import audit_record
 
 from nexus.backends.memory import MemoryAuditSink
 from nexus.core.auth.model import FactorKind
@@ -21,26 +22,12 @@ from nexus.core.compliance import (
     frameworks_of,
     includes,
 )
-from nexus.core.types import Action, AuditRecord, Channel, Outcome
+from nexus.core.types import Channel
 from nexus.errors import ConfigurationError, DependencyUnavailableError
 from nexus.testing.clock import FakeClock
 
 NOW = datetime(2032, 6, 1, 12, 0, tzinfo=UTC)
 TOTP_EVERYWHERE = MfaPolicy(methods=frozenset({FactorKind.TOTP}), required_for=ALL_CHANNELS)
-
-
-def record(request_id: str, time: datetime) -> AuditRecord:
-    return AuditRecord(
-        time=time,
-        request_id=request_id,
-        channel=Channel.API,
-        principal_id="key:alice",
-        workflow="report",
-        action=Action.EXECUTE,
-        outcome=Outcome.SUCCESS,
-        error_code=None,
-        duration_ms=1.0,
-    )
 
 
 @pytest.mark.parametrize(
@@ -144,9 +131,9 @@ def test_hipaa_refuses_roles_exempt_from_the_second_factor() -> None:
 async def test_a_purge_deletes_only_records_older_than_the_retention() -> None:
     sink, clock = MemoryAuditSink(), FakeClock(NOW)
     retention = AuditRetention(sink, clock, 30)
-    await sink.record(record("expired", NOW - timedelta(days=30, seconds=1)))
-    await sink.record(record("at-the-cutoff", NOW - timedelta(days=30)))
-    await sink.record(record("young", NOW - timedelta(days=1)))
+    await sink.record(audit_record("expired", NOW - timedelta(days=30, seconds=1)))
+    await sink.record(audit_record("at-the-cutoff", NOW - timedelta(days=30)))
+    await sink.record(audit_record("young", NOW - timedelta(days=1)))
 
     removed = await retention.purge()
 
@@ -158,8 +145,8 @@ async def test_a_purge_deletes_only_records_older_than_the_retention() -> None:
 
 async def test_the_schedule_purges_at_once_then_after_every_interval() -> None:
     sink, clock = MemoryAuditSink(), FakeClock(NOW)
-    await sink.record(record("old", NOW - timedelta(days=2)))
-    await sink.record(record("new", NOW))
+    await sink.record(audit_record("old", NOW - timedelta(days=2)))
+    await sink.record(audit_record("new", NOW))
     slept: list[float] = []
     seen: list[list[str]] = []
 
