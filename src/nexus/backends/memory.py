@@ -21,7 +21,7 @@ from nexus.core.audit_chain import (
     ChainLink,
     ChainState,
     ChainVerifier,
-    link_hash,
+    extend,
     purgeable,
     record_values,
 )
@@ -107,9 +107,9 @@ class MemoryAuditSink:
         if self._closed:
             raise DependencyUnavailableError("The audit trail is closed; the call was not recorded.")
         stored = replace(record, time=_as_utc(record.time, "AuditRecord.time"))
-        seq, values = self._chain.tail_seq + 1, record_values(stored)
-        digest = link_hash(seq, self._chain.tail_hash, values)
-        self._records.append(_Chained(stored, ChainLink(seq, self._chain.tail_hash, digest, values)))
+        values = record_values(stored)
+        [(seq, prev, digest)] = extend(self._chain.tail_seq, self._chain.tail_hash, [values])
+        self._records.append(_Chained(stored, ChainLink(seq, prev, digest, values)))
         self._chain = replace(self._chain, tail_seq=seq, tail_hash=digest)
         if len(self._records) > self._max_records:
             self._drop(len(self._records) - self._max_records)

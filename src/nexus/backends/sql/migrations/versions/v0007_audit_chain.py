@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from nexus.core.audit_chain import FIELDS, GENESIS_HASH, link_hash
+from nexus.core.audit_chain import FIELDS, GENESIS_HASH, extend
 
 revision: str = "0007"
 down_revision: str | Sequence[str] | None = "0006"
@@ -75,13 +75,15 @@ def _chain_stored_records(connection: sa.Connection) -> tuple[int, str]:
         rows = connection.execute(page if last_id is None else page.where(_records.c.id > last_id)).all()
         if not rows:
             return seq, prev
-        links = []
-        for row in rows:
-            seq += 1
-            digest = link_hash(seq, prev, tuple(row)[1:])
-            links.append({"record_id": row.id, "new_seq": seq, "new_prev": prev, "new_hash": digest})
-            prev = digest
-        connection.execute(link, links)
+        chained = extend(seq, prev, (tuple(row)[1:] for row in rows))
+        connection.execute(
+            link,
+            [
+                {"record_id": row.id, "new_seq": new_seq, "new_prev": new_prev, "new_hash": new_hash}
+                for row, (new_seq, new_prev, new_hash) in zip(rows, chained, strict=True)
+            ],
+        )
+        seq, _, prev = chained[-1]
         last_id = rows[-1].id
 
 
