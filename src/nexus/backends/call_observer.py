@@ -7,6 +7,7 @@ The tracing and logging libraries are imported only when asked for. Imports no c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -47,12 +48,18 @@ class Pseudonym:
     same value always gets the same pseudonym here (calls stay correlatable), and nobody without
     the key can tell whose it is."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_cached", "_key")
 
     def __init__(self, key: bytes | None = None) -> None:
         self._key = key if key is not None else secrets.token_bytes(32)
+        # A call's span and its log line name the same principal and address, and callers come
+        # back: each value is hashed once while it stays among the recent ones (bounded memory).
+        self._cached = functools.lru_cache(maxsize=4096)(self._pseudonym)
 
     def __call__(self, value: str) -> str:
+        return self._cached(value)
+
+    def _pseudonym(self, value: str) -> str:
         digest = hmac.new(self._key, value.encode(), hashlib.sha256).hexdigest()
         return f"{PSEUDONYM_PREFIX}{digest[:16]}"
 
