@@ -155,6 +155,34 @@ async def test_times_with_another_offset_come_back_as_the_same_instant_in_utc(au
     assert found.time.tzinfo == UTC
 
 
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime(2025, 3, 1, 12, 0, tzinfo=UTC),  # no microseconds: still written with six digits
+        datetime(2025, 3, 1, 7, 0, 0, 250000, tzinfo=timezone(timedelta(hours=-5))),
+        datetime(999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),  # a year padded to four digits
+    ],
+)
+async def test_the_sqlite_appender_stores_a_time_as_sqlalchemy_writes_it(
+    tmp_path: Path, when: datetime
+) -> None:
+    """The appender formats the time itself (off SQLAlchemy's bind processors): the stored text
+    must be what SQLAlchemy writes, so ordering and every reader see one format."""
+    state = await open_state(f"sqlite:///{tmp_path / 'state.db'}")
+    try:
+        await state.audit.record(make_record(time=when))
+        async with state.engine.connect() as connection:
+            stored = (await connection.execute(text("SELECT time FROM audit_records"))).scalar_one()
+        dialect = state.engine.sync_engine.dialect
+        written = audit_records.c.time.type.dialect_impl(dialect).bind_processor(dialect)
+        assert written is not None
+        assert stored == written(when)
+        (found,) = await state.audit.query()
+        assert found.time == when
+    finally:
+        await state.close()
+
+
 async def test_a_naive_time_is_rejected_without_recording_anything(audit_sink: AuditSink) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         await audit_sink.record(make_record(time=datetime(2025, 3, 1, 12, 0)))

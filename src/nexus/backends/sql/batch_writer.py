@@ -19,12 +19,13 @@ from sqlalchemy import bindparam, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from nexus.backends.sql.engine import is_memory_sqlite
-from nexus.backends.sql.schema import CHAIN_ROW, audit_chain, audit_records
+from nexus.backends.sql.schema import CHAIN_ROW, audit_chain, audit_records, sqlite_time_text
 from nexus.core.audit_chain import FIELDS, extend
 
 # SQLite binds at most 32766 parameters per statement; 15 columns x 1024 rows stays well below.
 _ROWS_PER_STATEMENT = 1024
 _CHAIN_COLUMNS = ("seq", "prev_hash", "hash")
+_TIME, _DURATION = FIELDS.index("time"), FIELDS.index("duration_ms")
 # The chain's newest link, and moving it: one row, locked (FOR UPDATE on PostgreSQL) until commit.
 _TAIL = (
     select(audit_chain.c.tail_seq, audit_chain.c.tail_hash)
@@ -105,8 +106,15 @@ class SqliteAppender:
                 "advance": str(advance),
             }
         )
-        self._names = list(FIELDS)
-        self._processors = [column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns]
+        # SQLAlchemy converts two columns on the way in, the time (to naive UTC text) and the
+        # duration (to a float); the hot path does both itself, so no other column may need one.
+        converted = [
+            name
+            for name, column in zip(FIELDS, columns, strict=True)
+            if column.type.dialect_impl(dialect).bind_processor(dialect) is not None
+        ]
+        if converted != ["time", "duration_ms"]:
+            raise RuntimeError(f"unexpected bind processors for SQLite audit columns: {converted}")
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._starting: asyncio.Lock | None = None
@@ -172,11 +180,12 @@ class SqliteAppender:
         reader = self._reader
         return process.returncode is None and reader is not None and not reader.done()
 
-    def _values(self, row: dict[str, Any]) -> list[Any]:
-        return [
-            value if process is None else process(value)
-            for value, process in zip((row[name] for name in self._names), self._processors, strict=True)
-        ]
+    @staticmethod
+    def _values(row: dict[str, Any]) -> list[Any]:
+        values = [row[name] for name in FIELDS]
+        values[_TIME] = sqlite_time_text(values[_TIME])
+        values[_DURATION] = float(values[_DURATION])
+        return values
 
     async def _start(self) -> asyncio.subprocess.Process:
         if self._closed:

@@ -36,6 +36,12 @@ def require_aware(value: datetime, what: str) -> datetime:
     return value.astimezone(UTC)
 
 
+def sqlite_time_text(value: datetime) -> str:
+    """The text `UtcDateTime` stores in SQLite for `value` (naive UTC, as SQLAlchemy's SQLite
+    DATETIME writes it), without going through the type's bind processors: for the audit hot path."""
+    return require_aware(value, "a stored time").replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes in and out; SQLite stores them as naive UTC text."""
 
