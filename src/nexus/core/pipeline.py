@@ -412,7 +412,7 @@ class Pipeline:
 
     async def _identify(self, invocation: Invocation) -> Invocation:
         principal = await self.authenticator.authenticate(invocation.credential, invocation.channel)
-        return invocation if principal is invocation.principal else replace(invocation, principal=principal)
+        return invocation if principal is invocation.principal else invocation.as_made_by(principal)
 
     async def _enter_tenant(self, invocation: Invocation, trail: _Trail) -> Invocation:
         """Resolve the route to a tenant and admit the principal to it; the tenant id a channel

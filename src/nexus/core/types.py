@@ -133,6 +133,24 @@ class Invocation:
     """The W3C `traceparent` the caller sent, raw and length-bounded by the channel; only the
     tracing backend parses it (a malformed one starts a new trace)."""
 
+    def as_made_by(self, principal: Principal) -> Invocation:
+        """This call, made by `principal`: `replace(self, principal=...)` written out, since every
+        identified call makes this copy and `replace` costs about three times as much."""
+        return Invocation(
+            request_id=self.request_id,
+            channel=self.channel,
+            workflow=self.workflow,
+            inputs=self.inputs,
+            credential=self.credential,
+            client_addr=self.client_addr,
+            principal=principal,
+            action=self.action,
+            surface=self.surface,
+            route=self.route,
+            tenant_id=self.tenant_id,
+            trace_parent=self.trace_parent,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:

@@ -159,7 +159,12 @@ class _Run:
         self.results: Results = {}
 
     async def all_nodes(self) -> Results:
-        waiting = {node_id: set(self.workflow.upstream(node_id)) for node_id in self.workflow.order}
+        order = self.workflow.order
+        if len(order) == 1:
+            # One node: nothing to wait for or overlap with, so no bookkeeping either.
+            node_id = order[0]
+            return {node_id: await self.one_node(node_id)}
+        waiting = {node_id: set(self.workflow.upstream(node_id)) for node_id in order}
         running: dict[asyncio.Task[dict[str, Any]], str] = {}
         try:
             while waiting or running:
@@ -177,10 +182,11 @@ class _Run:
                     node_id = running.pop(task)
                     self.finished(node_id, task.result(), waiting)
         finally:
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
-        return {node_id: self.results[node_id] for node_id in self.workflow.order}
+            if running:
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
+        return {node_id: self.results[node_id] for node_id in order}
 
     def finished(self, node_id: str, outputs: dict[str, Any], waiting: dict[str, set[str]]) -> None:
         self.results[node_id] = outputs
