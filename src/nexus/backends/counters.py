@@ -61,7 +61,12 @@ class _LimitsCounter:
         window = self._window(limit, window_s)
         # The decision is atomic in the storage (a Lua script on Redis); the stats read after it
         # only describe the counter and may already include other callers' hits.
-        allowed = await self._strategy.hit(window, key, cost=cost)
+        storage = self._storage
+        if isinstance(storage, LocalWindowStorage):
+            # In-process: the strategy's hit is this one call, made without its two async layers.
+            allowed = storage.acquire(window.key_for(key), window.amount, window.get_expiry(), cost)
+        else:
+            allowed = await self._strategy.hit(window, key, cost=cost)
         reset_time, remaining = await self._stats(window, key, window_s)
         reset_after_s = reset_time - time.time()
         if not allowed and reset_after_s <= 0:

@@ -44,6 +44,10 @@ class LocalWindowStorage(Storage, MovingWindowSupport):
         return events
 
     async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        return self.acquire(key, limit, expiry, amount)
+
+    def acquire(self, key: str, limit: int, expiry: float, amount: int = 1) -> bool:
+        """`acquire_entry` without the await: the moving-window hit itself."""
         if amount > limit:
             return False
         now = time.time()

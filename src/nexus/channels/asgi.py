@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nexus.channels import codec
@@ -162,9 +162,13 @@ class HotRoute:
     method: str
     pattern: str
     handler: Handler
+    parts: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parts", tuple(self.pattern.split("/")))
 
     def match(self, method: str, segments: Sequence[str]) -> dict[str, str] | None:
-        parts = self.pattern.split("/")
+        parts = self.parts
         if method != self.method or len(parts) != len(segments):
             return None
         params: dict[str, str] = {}

@@ -16,7 +16,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 def _clean(text: str, limit: int) -> str:
-    return _CONTROL.sub("\ufffd", text[:limit])
+    text = text[:limit]
+    # Printable text (the usual case, checked in C) holds none of those characters.
+    return text if text.isprintable() else _CONTROL.sub("\ufffd", text)
 
 
 class Auditor:
