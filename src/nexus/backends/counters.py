@@ -63,12 +63,14 @@ class _LimitsCounter:
         # only describe the counter and may already include other callers' hits.
         storage = self._storage
         if isinstance(storage, LocalWindowStorage):
-            # In-process: the strategy's hit is this one call, made without its two async layers.
-            allowed = storage.acquire(window.key_for(key), window.amount, window.get_expiry(), cost)
+            # In-process: the strategy's hit and its window stats, read at one instant, without
+            # the strategy's async layers (nothing here awaits, so nobody else's hit comes between).
+            allowed, oldest, count, now = storage.hit(_storage_key(key), window.amount, window_s, cost)
+            reset_after_s, remaining = oldest + window_s - now, window.amount - count
         else:
             allowed = await self._strategy.hit(window, key, cost=cost)
-        reset_time, remaining = await self._stats(window, key, window_s)
-        reset_after_s = reset_time - time.time()
+            stats = await self._strategy.get_window_stats(window, key)
+            reset_after_s, remaining = stats.reset_time - time.time(), stats.remaining
         if not allowed and reset_after_s <= 0:
             # Nothing in the window to expire (cost above limit): no wait can help sooner than a window.
             reset_after_s = float(window_s)
@@ -78,16 +80,6 @@ class _LimitsCounter:
             remaining=max(0, remaining),
             reset_after_s=max(0.0, reset_after_s),
         )
-
-    async def _stats(self, window: _Window, key: str, window_s: int) -> tuple[float, int]:
-        """(reset time, remaining), as limits' moving-window `get_window_stats` computes them."""
-        storage = self._storage
-        if isinstance(storage, LocalWindowStorage):
-            # In-process: read the window directly, without the strategy's second async round.
-            oldest, count = storage.peek(window.key_for(key), window_s)
-            return oldest + window_s, window.amount - count
-        stats = await self._strategy.get_window_stats(window, key)
-        return stats.reset_time, stats.remaining
 
     async def clear(self, key: str) -> None:
         await self._storage.clear(_storage_key(key))

@@ -44,19 +44,18 @@ class LocalWindowStorage(Storage, MovingWindowSupport):
         return events
 
     async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
-        return self.acquire(key, limit, expiry, amount)
+        return self.hit(key, limit, expiry, amount)[0]
 
-    def acquire(self, key: str, limit: int, expiry: float, amount: int = 1) -> bool:
-        """`acquire_entry` without the await: the moving-window hit itself."""
-        if amount > limit:
-            return False
+    def hit(self, key: str, limit: int, expiry: float, amount: int = 1) -> tuple[bool, float, int, float]:
+        """Take `amount` entries if the window has room, and read the window after it, at one instant:
+        (acquired, oldest entry in the window, entries in it, that instant)."""
         now = time.time()
         self._maybe_sweep(now)
         events = self._window(key, expiry, now, create=True)
-        if len(events) + amount > limit:
-            return False
-        events.extend([now] * amount)
-        return True
+        acquired = amount <= limit and len(events) + amount <= limit
+        if acquired:
+            events.extend([now] * amount)
+        return acquired, events[0] if events else now, len(events), now
 
     async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
         return self.peek(key, expiry)

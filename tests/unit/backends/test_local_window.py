@@ -41,6 +41,18 @@ async def test_the_window_reports_its_oldest_entry_and_its_count(clock: FakeTime
     assert await storage.get_moving_window("k", 5, 60) == (1_000.0, 3)
 
 
+def test_a_hit_reports_the_window_after_it_at_the_same_instant(clock: FakeTime) -> None:
+    storage = LocalWindowStorage()
+    assert storage.hit("k", 2, 60) == (True, 1_000.0, 1, 1_000.0)
+    clock.now += 10
+    assert storage.hit("k", 2, 60) == (True, 1_000.0, 2, 1_010.0)
+    clock.now += 10
+    assert storage.hit("k", 2, 60) == (False, 1_000.0, 2, 1_020.0)  # full: nothing taken
+    assert storage.hit("k", 5, 60, amount=6) == (False, 1_000.0, 2, 1_020.0)  # never fits
+    clock.now += 41  # the first entry leaves the window
+    assert storage.hit("k", 2, 60) == (True, 1_010.0, 2, 1_061.0)
+
+
 async def test_idle_keys_are_swept_inline_without_starting_threads(
     clock: FakeTime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
