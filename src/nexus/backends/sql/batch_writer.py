@@ -117,6 +117,8 @@ class SqliteAppender:
             raise RuntimeError(f"unexpected bind processors for SQLite audit columns: {converted}")
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop the appender's reader runs on, and every commit's acknowledgement with it."""
         self._starting: asyncio.Lock | None = None
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._entering = 0
@@ -137,7 +139,9 @@ class SqliteAppender:
             process = self._process
             if process is None or not self._is_running(process):
                 process = await self._start()
-            loop = asyncio.get_running_loop()
+            loop = self._loop  # the appender's (on 3.11, asking asyncio costs a getpid system call)
+            if loop is None:
+                raise RuntimeError("the audit appender has no event loop")
             done: asyncio.Future[None] = loop.create_future()
             self._waiting.append(done)
             if process.stdin is None:
@@ -207,7 +211,8 @@ class SqliteAppender:
                 raise RuntimeError("the audit appender has no input pipe")
             process.stdin.write(self._config + b"\n")
             self._process = process
-            self._reader = asyncio.get_running_loop().create_task(self._acknowledge(process))
+            self._loop = asyncio.get_running_loop()
+            self._reader = self._loop.create_task(self._acknowledge(process))
             return process
 
     async def _acknowledge(self, process: asyncio.subprocess.Process) -> None:
