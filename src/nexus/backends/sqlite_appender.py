@@ -27,7 +27,8 @@ SQLITE_PRAGMAS = (
     "PRAGMA synchronous=FULL",
     "PRAGMA foreign_keys=ON",
 )
-_READ_BYTES = 1 << 20
+# Below the allocator's mmap threshold (128 KiB), so a read costs no mmap/munmap system calls.
+_READ_BYTES = 1 << 16
 
 
 def _connect(database: str) -> sqlite3.Connection:

@@ -38,6 +38,8 @@ FIELDS: Final = (
 """The record's fields in the order they are hashed (and stored)."""
 
 _TIME, _DURATION = FIELDS.index("time"), FIELDS.index("duration_ms")
+# `json.dumps(..., separators=(",", ":"))` with its encoder built once, not on every call.
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def time_text(value: datetime | str) -> str:
@@ -62,7 +64,7 @@ def link_hash(seq: int, prev_hash: str, values: Sequence[object]) -> str:
         raise TypeError("an audit record's time must be a datetime and its duration_ms a number")
     fields = list(values)
     fields[_TIME], fields[_DURATION] = time_text(when), repr(float(duration))
-    encoded = json.dumps([seq, prev_hash, *fields], separators=(",", ":"))
+    encoded = _ENCODE([seq, prev_hash, *fields])
     return hashlib.sha256(encoded.encode("ascii")).hexdigest()
 
 
