@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
@@ -16,6 +17,7 @@ import shlex
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -25,6 +27,8 @@ from bench.nexus_server import Profile
 from bench.process import REPO_ROOT
 
 DEFAULT_OUTPUT = REPO_ROOT / "bench" / "results" / "latest.json"
+# The floor row each Nexus server's REST rows are ratios to, measured right before that server.
+FLOORS = (("floor", Profile.DEFAULTS), ("floor_auth", Profile.AUTH), ("floor_full", Profile.FULL))
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -59,14 +63,19 @@ def collect(run: measure.Run) -> tuple[dict[str, report.Measurement], list[str]]
     """Measure every row; returns the measurements and the harness failures (floors that failed)."""
     measured: dict[str, report.Measurement] = {}
     failures: list[str] = []
-    for key, measure_floor in (("floor", measure.measure_floor), ("mcp_floor", measure.measure_mcp_floor)):
+
+    def floor(key: str, measure_floor: Callable[[], dict[str, report.Measurement]]) -> None:
         try:
-            measured.update(measure_floor(run))
+            measured.update(measure_floor())
         except measure.ROW_ERRORS as exc:
             measured[key] = report.Measurement(error=f"{type(exc).__name__}: {exc}")
         if measured[key].value is None:
             failures.append(f"{key}: {measured[key].error}")
-    for profile in (Profile.DEFAULTS, Profile.AUTH, Profile.FULL):
+
+    floor("mcp_floor", functools.partial(measure.measure_mcp_floor, run))
+    # Each Nexus server's REST rows are ratios to a floor measured just before them.
+    for key, profile in FLOORS:
+        floor(key, functools.partial(measure.measure_floor, run, key))
         measured.update(measure.measure_nexus_safely(run, profile=profile))
     measured.update(measure.measure_startup())
     return measured, failures

@@ -92,12 +92,14 @@ def _mcp(run: Run, name: str, port: int) -> Measurement:
     return run.load(name, port, check.MCP_PATH, check.MCP_BODY, check.MCP_HEADERS)
 
 
-def measure_floor(run: Run) -> dict[str, Measurement]:
-    progress("floor: bare Starlette")
+def measure_floor(run: Run, key: str = "floor") -> dict[str, Measurement]:
+    """The REST floor as row `key`: measured again right before each Nexus server's rows, so a
+    ratio compares two figures taken a few seconds apart, not minutes (a shared machine drifts)."""
+    progress(f"floor: bare Starlette ({key})")
     port = free_port()
-    with running("bench.floor", ["--port", str(port)], [port], run.workdir / "floor.log"):
+    with running("bench.floor", ["--port", str(port)], [port], run.workdir / f"{key}.log"):
         headers = {"Content-Type": "application/json"}
-        return {"floor": attempt(lambda: _rest(run, "floor", port, headers))}
+        return {key: attempt(lambda: _rest(run, key, port, headers))}
 
 
 def measure_mcp_floor(run: Run) -> dict[str, Measurement]:

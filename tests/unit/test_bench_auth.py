@@ -86,10 +86,10 @@ def test_each_nexus_server_gives_rows_the_report_has() -> None:
 
 
 @pytest.mark.parametrize("key", ["nexus_auth", "nexus_auth_session"])
-def test_auth_on_rows_are_ratios_to_the_floor_with_a_third_as_target(key: str) -> None:
+def test_auth_on_rows_are_ratios_to_the_floor_measured_next_to_them_with_a_third_as_target(key: str) -> None:
     (spec,) = [spec for spec in SPECS if spec.key == key]
 
-    assert spec.floor == "floor"
+    assert spec.floor == "floor_auth"
     assert spec.target is not None
     assert spec.target.min_ratio == 0.33
     assert "auth on" in spec.label

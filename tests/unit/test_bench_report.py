@@ -3,8 +3,11 @@
 import json
 
 import pytest
+from bench.__main__ import FLOORS
 from bench.check import SUM, WrongAnswerError, check_mcp, check_rest, contains_value
 from bench.load import WrkOutputError, lua_script, parse_wrk
+from bench.measure import ROWS
+from bench.nexus_server import Profile
 from bench.report import (
     MIB,
     REQ_PER_S,
@@ -231,3 +234,14 @@ def test_mcp_check_rejects_tool_errors_rpc_errors_and_missing_sums(body: str) ->
 def test_contains_value_ignores_booleans_and_finds_nested_numbers() -> None:
     assert contains_value({"a": [{"b": 7}]}, 7)
     assert not contains_value({"a": True}, 1)
+
+
+def test_each_nexus_servers_rest_rows_are_ratios_to_the_floor_measured_right_before_it() -> None:
+    floors = {spec.key: spec.floor for spec in SPECS}
+
+    assert [key for key, _ in FLOORS] == ["floor", "floor_auth", "floor_full"]
+    for key, profile in FLOORS:
+        rows = ROWS[profile]
+        rest_rows = [rows.rest] if profile is Profile.DEFAULTS else [rows.rest, rows.second]
+        assert all(floors[row] == key for row in rest_rows)
+        assert floors[key] is None  # itself a floor
