@@ -68,7 +68,7 @@ class SessionKeeper:
         self._clock = clock
         self._mfa = mfa
         self._policy = policy
-        self._cache: dict[str, tuple[Session, float]] = {}
+        self._cache: dict[str, tuple[Session, float, Principal]] = {}
         # Tokens whose signature, issuer, audience and times were checked: (token, channel) ->
         # (session id, subject, exp). A repeat call skips the signature check until `exp`; the
         # session is still checked on every call, so a logout ends the token as before.
@@ -206,24 +206,15 @@ class SessionKeeper:
         if token.startswith(f"{SESSION_PREFIX}_"):
             raise AuthenticationError("Exchange the session token for a channel token at /auth/token first.")
         session_id, subject = self._verify(token, channel)
-        session = await self._cached(session_id)
-        if session is None or session.user_id != subject:
+        found = await self._cached(session_id)
+        if found is None or found[0].user_id != subject:
             raise AuthenticationError(SESSION_ENDED)
+        session, principal = found
         if self._mfa.due(session.roles, channel) and channel not in session.mfa_channels:
             raise AuthenticationError("This session has not passed the second factor this channel needs.")
         if self._seats is not None:
             await self._seats.keep(session, channel)
-        return Principal(
-            id=session.user_id,
-            kind=session.method,
-            roles=session.roles,
-            attributes=session.attributes,
-            session_id=session.session_id,
-            auth_time=session.auth_time,
-            name=session.username,
-            tenants=session.tenants,
-            tenant_id=session.tenant_id,
-        )
+        return principal
 
     def _verify(self, token: str, channel: Channel) -> tuple[str, str]:
         """(session id, subject) of a valid token for `channel`; `AuthenticationError` otherwise."""
@@ -238,24 +229,40 @@ class SessionKeeper:
         self._verified[key] = (session_id, subject, float(claims["exp"]))
         return session_id, subject
 
-    async def _cached(self, session_id: str) -> Session | None:
+    async def _cached(self, session_id: str) -> tuple[Session, Principal] | None:
+        """The live session and the principal it stands for, both kept for `cache_s`."""
         now_m = self._clock.monotonic()
         hit = self._cache.get(session_id)
         if hit is not None and now_m - hit[1] < self._policy.cache_s:
-            session = hit[0]
+            session, principal = hit[0], hit[2]
         else:
             found = await self._store.get(session_id) if session_id else None
             if found is None:
                 self._cache.pop(session_id, None)
                 return None
-            session = found
+            session, principal = found, _principal_of(found)
             if self._policy.cache_s > 0:
                 if len(self._cache) > _CACHE_LIMIT:
                     self._cache.clear()
-                self._cache[session_id] = (session, now_m)
-        return session if session.is_live(self._clock.now()) else None
+                self._cache[session_id] = (session, now_m, principal)
+        return (session, principal) if session.is_live(self._clock.now()) else None
 
     def forget(self) -> None:
         """Drop every cached session and verified token, so the next check starts over."""
         self._cache.clear()
         self._verified.clear()
+
+
+def _principal_of(session: Session) -> Principal:
+    """Who calls with a token of `session`."""
+    return Principal(
+        id=session.user_id,
+        kind=session.method,
+        roles=session.roles,
+        attributes=session.attributes,
+        session_id=session.session_id,
+        auth_time=session.auth_time,
+        name=session.username,
+        tenants=session.tenants,
+        tenant_id=session.tenant_id,
+    )
